@@ -1,0 +1,546 @@
+"""Load and validate the exporter's YAML config.
+
+Every problem is collected before anything is reported, so an operator fixes a
+broken file in one pass. Each message names the file, the line (where the YAML
+parser knows it) and the key path, e.g.::
+
+    config.yaml:7: environments[1].credentials.type: must be environment_key or api_key
+
+Credentials are resolved here, once, from `value_env` or `value_file`; the key
+itself is wrapped in :class:`Secret` so that no repr, log line or traceback
+can show it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
+MANAGED_AGENTS_BETA = "managed-agents-2026-04-01"
+ENVIRONMENT_KEY_VAR = "ANTHROPIC_ENVIRONMENT_KEY"
+API_KEY_VAR = "ANTHROPIC_API_KEY"
+
+# Heartbeats arrive every few seconds: fine buckets at the low end show a
+# worker that missed one or two, coarse ones above show it is gone.
+DEFAULT_HEARTBEAT_BUCKETS = (5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+# Time in state spans seconds (a queue that drains) to days (stuck work).
+DEFAULT_STATE_AGE_BUCKETS = (
+    1.0,
+    5.0,
+    15.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    21600.0,
+    86400.0,
+)
+
+
+class ConfigError(Exception):
+    """The config is unusable; `problems` holds one message per problem."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class Secret:
+    """A credential value that never shows itself in repr, str or logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How to authenticate: `environment_key` is a bearer token, `api_key` an X-Api-Key."""
+
+    type: str
+    value: Secret
+    source: str  # where it came from, for messages: "env ANTHROPIC_API_KEY", "file /run/secrets/k"
+
+    def headers(self) -> dict[str, str]:
+        if self.type == "environment_key":
+            return {"Authorization": f"Bearer {self.value.reveal()}"}
+        return {"X-Api-Key": self.value.reveal()}
+
+
+@dataclass(frozen=True)
+class Environment:
+    id: str
+    name: str
+    credentials: Credentials
+    workspace_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    base_url: str = DEFAULT_BASE_URL
+    anthropic_version: str = DEFAULT_ANTHROPIC_VERSION
+    betas: tuple[str, ...] = (MANAGED_AGENTS_BETA,)
+    workspace_id: str | None = None
+    page_size: int = 100
+    max_pages: int = 1000
+    request_timeout_seconds: float = 10.0
+    max_retries: int = 2
+    allow_insecure_http: bool = False
+
+
+@dataclass(frozen=True)
+class ScrapeConfig:
+    timeout_seconds: float = 10.0
+    timeout_offset_seconds: float = 0.5
+    concurrency: int = 8
+
+
+@dataclass(frozen=True)
+class BucketConfig:
+    heartbeat_age_seconds: tuple[float, ...] = DEFAULT_HEARTBEAT_BUCKETS
+    state_age_seconds: tuple[float, ...] = DEFAULT_STATE_AGE_BUCKETS
+
+
+@dataclass(frozen=True)
+class Config:
+    environments: tuple[Environment, ...]
+    api: ApiConfig = field(default_factory=ApiConfig)
+    scrape: ScrapeConfig = field(default_factory=ScrapeConfig)
+    buckets: BucketConfig = field(default_factory=BucketConfig)
+
+    def environment(self, environment_id: str) -> Environment | None:
+        for env in self.environments:
+            if env.id == environment_id:
+                return env
+        return None
+
+
+def load_config(path: str | Path, environ: Mapping[str, str]) -> Config:
+    """Read `path` and validate it; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from None
+    return parse_config(text, environ, source=str(path), base_dir=path.parent)
+
+
+def parse_config(
+    text: str,
+    environ: Mapping[str, str],
+    source: str = "config.yaml",
+    base_dir: Path | None = None,
+) -> Config:
+    """Validate YAML text; `environ` is where `value_env` names are looked up."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
+    checker = _Checker(source, _line_index(node), environ, base_dir or Path("."))
+    for line, key in _duplicate_keys(node):  # legal YAML that silently drops a value
+        checker.problems.append(f"{source}:{line}: {key}: duplicate key")
+    config = checker.config(data)
+    if checker.problems:
+        raise ConfigError(checker.problems)
+    assert config is not None
+    return config
+
+
+def _line_index(node: yaml.Node | None) -> dict[str, int]:
+    """Map each key path ("environments[0].id") to its 1-based line in the file."""
+    lines: dict[str, int] = {}
+
+    def walk(n: yaml.Node, path: str) -> None:
+        lines.setdefault(path, n.start_mark.line + 1)
+        if isinstance(n, yaml.MappingNode):
+            for key, value in n.value:
+                child = f"{path}.{key.value}" if path else str(key.value)
+                lines[child] = key.start_mark.line + 1
+                walk(value, child)
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                walk(item, f"{path}[{i}]")
+
+    if node is not None:
+        walk(node, "")
+    return lines
+
+
+def _duplicate_keys(node: yaml.Node | None) -> list[tuple[int, str]]:
+    found: list[tuple[int, str]] = []
+
+    def walk(n: yaml.Node) -> None:
+        if isinstance(n, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in n.value:
+                if key.value in seen:
+                    found.append((key.start_mark.line + 1, str(key.value)))
+                seen.add(key.value)
+                walk(value)
+        elif isinstance(n, yaml.SequenceNode):
+            for item in n.value:
+                walk(item)
+
+    if node is not None:
+        walk(node)
+    return found
+
+
+_Check = Callable[[Any], str | None]
+
+
+class _Checker:
+    """Walks the parsed YAML once, building the Config and collecting problems."""
+
+    def __init__(self, source: str, lines: dict[str, int], environ: Mapping[str, str], base_dir: Path):
+        self.source = source
+        self.lines = lines
+        self.environ = environ
+        self.base_dir = base_dir
+        self.problems: list[str] = []
+
+    def problem(self, path: str, message: str) -> None:
+        line = self.lines.get(path)
+        if line is None:  # a missing key: point at its parent
+            parent = path.rsplit(".", 1)[0] if "." in path else ""
+            line = self.lines.get(parent)
+        where = f"{self.source}:{line}" if line else self.source
+        self.problems.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+
+    # -- generic shape checks ------------------------------------------------
+
+    def mapping(self, value: Any, path: str, allowed: set[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.problem(path, f"must be a mapping, got {_kind(value)}")
+            return {}
+        for key in value:
+            if key not in allowed:
+                where = f"{path}.{key}" if path else str(key)
+                self.problem(where, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        return value
+
+    def string(
+        self, m: dict[str, Any], key: str, path: str, default: str | None = None, required: bool = False
+    ) -> str | None:
+        p = f"{path}.{key}" if path else key
+        if key not in m or m[key] is None:
+            if required:
+                self.problem(p, "is required")
+            return default
+        value = m[key]
+        if not isinstance(value, str) or not value.strip():
+            self.problem(p, f"must be a non-empty string, got {_kind(value)}")
+            return default
+        return value
+
+    def number(
+        self,
+        m: dict[str, Any],
+        key: str,
+        path: str,
+        default: float,
+        *,
+        integer: bool = False,
+        minimum: float = 0,
+        exclusive: bool = True,
+    ) -> Any:
+        p = f"{path}.{key}" if path else key
+        if key not in m or m[key] is None:
+            return default
+        value = m[key]
+        ok_type = (isinstance(value, int) if integer else isinstance(value, int | float)) and not isinstance(
+            value, bool
+        )
+        if not ok_type or (isinstance(value, float) and not math.isfinite(value)):
+            self.problem(p, f"must be {'an integer' if integer else 'a number'}, got {_kind(value)}")
+            return default
+        if value < minimum or (exclusive and value == minimum):
+            self.problem(p, f"must be {'>' if exclusive else '>='} {minimum:g}, got {value}")
+            return default
+        return int(value) if integer else float(value)
+
+    def boolean(self, m: dict[str, Any], key: str, path: str, default: bool) -> bool:
+        if key not in m or m[key] is None:
+            return default
+        if not isinstance(m[key], bool):
+            self.problem(f"{path}.{key}", f"must be true or false, got {_kind(m[key])}")
+            return default
+        return m[key]
+
+    # -- sections -------------------------------------------------------------
+
+    def config(self, data: Any) -> Config | None:
+        top = self.mapping(data, "", {"api", "scrape", "buckets", "environments"})
+        if data is not None and not isinstance(data, dict):
+            return None
+        api_raw = self.mapping(
+            top.get("api"),
+            "api",
+            {
+                "base_url",
+                "credentials",
+                "anthropic_version",
+                "betas",
+                "workspace_id",
+                "page_size",
+                "max_pages",
+                "request_timeout_seconds",
+                "max_retries",
+                "allow_insecure_http",
+            },
+        )
+        api = self.api(api_raw)
+        default_creds = (
+            self.credentials(api_raw.get("credentials"), "api.credentials")
+            if api_raw.get("credentials") is not None
+            else None
+        )
+        environments = self.environments(
+            top.get("environments"), default_creds, has_default=api_raw.get("credentials") is not None
+        )
+        scrape = self.scrape(
+            self.mapping(
+                top.get("scrape"), "scrape", {"timeout_seconds", "timeout_offset_seconds", "concurrency"}
+            )
+        )
+        buckets = self.buckets(
+            self.mapping(top.get("buckets"), "buckets", {"heartbeat_age_seconds", "state_age_seconds"})
+        )
+        return Config(environments=tuple(environments), api=api, scrape=scrape, buckets=buckets)
+
+    def api(self, m: dict[str, Any]) -> ApiConfig:
+        d = ApiConfig()
+        allow_http = self.boolean(m, "allow_insecure_http", "api", d.allow_insecure_http)
+        base_url = self.string(m, "base_url", "api", d.base_url) or d.base_url
+        base_url = self.base_url(base_url.rstrip("/"), allow_http)
+        betas = d.betas
+        if m.get("betas") is not None:
+            raw = m["betas"]
+            if not isinstance(raw, list) or not all(isinstance(b, str) and b for b in raw):
+                self.problem("api.betas", "must be a list of beta names")
+            else:
+                # The managed-agents beta is what makes the endpoint exist; keep it first.
+                betas = (MANAGED_AGENTS_BETA, *[b for b in raw if b != MANAGED_AGENTS_BETA])
+        version = m.get("anthropic_version", d.anthropic_version)
+        if isinstance(version, int | float) and not isinstance(version, bool):
+            self.problem("api.anthropic_version", 'must be a quoted string such as "2023-06-01"')
+            version = d.anthropic_version
+        else:
+            version = self.string(m, "anthropic_version", "api", d.anthropic_version)
+        return ApiConfig(
+            base_url=base_url,
+            anthropic_version=version or d.anthropic_version,
+            betas=betas,
+            workspace_id=self.string(m, "workspace_id", "api"),
+            page_size=self.number(m, "page_size", "api", d.page_size, integer=True),
+            max_pages=self.number(m, "max_pages", "api", d.max_pages, integer=True),
+            request_timeout_seconds=self.number(
+                m, "request_timeout_seconds", "api", d.request_timeout_seconds
+            ),
+            max_retries=self.number(m, "max_retries", "api", d.max_retries, integer=True, exclusive=False),
+            allow_insecure_http=allow_http,
+        )
+
+    def base_url(self, url: str, allow_http: bool) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self.problem("api.base_url", f"must be an http(s) URL with a host, got {url!r}")
+            return DEFAULT_BASE_URL
+        if parts.scheme == "http" and not allow_http and not _is_loopback(parts.hostname):
+            self.problem(
+                "api.base_url",
+                "plain http:// is allowed for loopback hosts only; "
+                "use https:// or set api.allow_insecure_http: true",
+            )
+        return url
+
+    def scrape(self, m: dict[str, Any]) -> ScrapeConfig:
+        d = ScrapeConfig()
+        return ScrapeConfig(
+            timeout_seconds=self.number(m, "timeout_seconds", "scrape", d.timeout_seconds),
+            timeout_offset_seconds=self.number(
+                m, "timeout_offset_seconds", "scrape", d.timeout_offset_seconds, exclusive=False
+            ),
+            concurrency=self.number(m, "concurrency", "scrape", d.concurrency, integer=True),
+        )
+
+    def buckets(self, m: dict[str, Any]) -> BucketConfig:
+        d = BucketConfig()
+        return BucketConfig(
+            heartbeat_age_seconds=self.bucket_list(m, "heartbeat_age_seconds", d.heartbeat_age_seconds),
+            state_age_seconds=self.bucket_list(m, "state_age_seconds", d.state_age_seconds),
+        )
+
+    def bucket_list(self, m: dict[str, Any], key: str, default: tuple[float, ...]) -> tuple[float, ...]:
+        raw = m.get(key)
+        if raw is None:
+            return default
+        ok = (
+            isinstance(raw, list)
+            and raw
+            and all(
+                isinstance(b, int | float) and not isinstance(b, bool) and math.isfinite(b) and b > 0
+                for b in raw
+            )
+        )
+        if not ok or any(a >= b for a, b in itertools.pairwise(raw)):
+            self.problem(
+                f"buckets.{key}",
+                "must be a non-empty, strictly increasing list of "
+                "positive finite numbers (+Inf is added for you)",
+            )
+            return default
+        return tuple(float(b) for b in raw)
+
+    def credentials(self, raw: Any, path: str) -> Credentials | None:
+        m = self.mapping(raw, path, {"type", "value_env", "value_file"})
+        if not m and raw is not None and not isinstance(raw, dict):
+            return None
+        kind = m.get("type")
+        if kind not in ("environment_key", "api_key"):
+            self.problem(
+                f"{path}.type", "must be environment_key or api_key" + ("" if "type" in m else " (missing)")
+            )
+        has_env, has_file = m.get("value_env") is not None, m.get("value_file") is not None
+        if has_env == has_file:
+            self.problem(path, "needs exactly one of value_env or value_file")
+            return None
+        value: str | None = None
+        if has_env:
+            name = self.string(m, "value_env", path)
+            if name is None:
+                return None
+            value = self.environ.get(name)
+            if not value:
+                self.problem(f"{path}.value_env", f"environment variable {name} is not set or empty")
+                return None
+            source = f"env {name}"
+        else:
+            fname = self.string(m, "value_file", path)
+            if fname is None:
+                return None
+            file = Path(fname) if Path(fname).is_absolute() else self.base_dir / fname
+            try:
+                value = file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                self.problem(f"{path}.value_file", f"cannot read {fname}: {exc.strerror}")
+                return None
+            if not value:
+                self.problem(f"{path}.value_file", f"{fname} is empty")
+                return None
+            source = f"file {fname}"
+        if kind not in ("environment_key", "api_key"):
+            return None
+        return Credentials(type=kind, value=Secret(value), source=source)
+
+    def fallback_credentials(self) -> Credentials | None:
+        """With no credentials configured, the SPEC's default: environment key, then API key."""
+        if self.environ.get(ENVIRONMENT_KEY_VAR):
+            return Credentials(
+                "environment_key", Secret(self.environ[ENVIRONMENT_KEY_VAR]), f"env {ENVIRONMENT_KEY_VAR}"
+            )
+        if self.environ.get(API_KEY_VAR):
+            return Credentials("api_key", Secret(self.environ[API_KEY_VAR]), f"env {API_KEY_VAR}")
+        return None
+
+    def environments(
+        self, raw: Any, default_creds: Credentials | None, has_default: bool
+    ) -> list[Environment]:
+        if raw is None:
+            self.problem("environments", "is required: list at least one environment id")
+            return []
+        if not isinstance(raw, list) or not raw:
+            self.problem("environments", f"must be a non-empty list, got {_kind(raw)}")
+            return []
+        fallback = self.fallback_credentials()
+        envs: list[Environment] = []
+        seen: set[str] = set()
+        for i, item in enumerate(raw):
+            path = f"environments[{i}]"
+            m = self.mapping(item, path, {"id", "name", "credentials", "workspace_id"})
+            if not isinstance(item, dict):
+                continue
+            env_id = self.string(m, "id", path, required=True)
+            if env_id is not None:
+                if env_id in seen:
+                    self.problem(f"{path}.id", f"duplicate environment id {env_id}")
+                elif "/" in env_id or "?" in env_id or "#" in env_id or env_id != env_id.strip():
+                    self.problem(f"{path}.id", f"not a valid environment id: {env_id!r}")
+                seen.add(env_id)
+            name = self.string(m, "name", path)
+            if m.get("credentials") is not None:
+                creds = self.credentials(m["credentials"], f"{path}.credentials")
+            elif has_default:
+                creds = default_creds  # None when api.credentials is broken: already reported
+            else:
+                creds = fallback
+                if creds is None:
+                    self.problem(
+                        f"{path}.credentials",
+                        "no credentials: set api.credentials, "
+                        f"this environment's credentials, or {ENVIRONMENT_KEY_VAR} / "
+                        f"{API_KEY_VAR} in the exporter's environment",
+                    )
+            workspace = self.string(m, "workspace_id", path)
+            if env_id is not None and creds is not None:
+                envs.append(
+                    Environment(id=env_id, name=name or env_id, credentials=creds, workspace_id=workspace)
+                )
+        return envs
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)

@@ -1,0 +1,164 @@
+"""`--web.config.file`: TLS and basic auth in the Prometheus exporter-toolkit format.
+
+    tls_server_config:
+      cert_file: server.crt
+      key_file: server.key
+      client_ca_file: clients.crt          # optional: verify client certificates
+      client_auth_type: RequireAndVerifyClientCert
+      min_version: TLS12
+    basic_auth_users:
+      prometheus: $2y$10$...               # bcrypt hash, as `htpasswd -nBC 10 ""` prints
+
+Checking a bcrypt hash is deliberately slow (tens of milliseconds), so a
+successful check is remembered, keyed by a SHA-256 of user, password and hash,
+the same cache the exporter-toolkit keeps.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ssl
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import yaml
+
+from .config import ConfigError
+
+CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    ssl_context: ssl.SSLContext | None
+    basic_auth: BasicAuth | None
+
+
+class BasicAuth:
+    """Checks `Authorization: Basic` headers against bcrypt hashes."""
+
+    def __init__(self, users: dict[str, str]):
+        self.users = {user: hashed.encode() for user, hashed in users.items()}
+        self._verified: set[bytes] = set()
+        self._lock = threading.Lock()
+
+    def allows(self, header: str | None) -> bool:
+        if not header or not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):  # a malformed header is a wrong one
+            return False
+        hashed = self.users.get(user)
+        if hashed is None:
+            return False
+        key = hashlib.sha256(user.encode() + b"\0" + password.encode() + b"\0" + hashed).digest()
+        with self._lock:
+            if key in self._verified:
+                return True
+        try:
+            ok = bcrypt.checkpw(password.encode(), hashed)
+        except ValueError:  # not a bcrypt hash; rejected at load, so only defensive
+            return False
+        if ok:
+            with self._lock:
+                self._verified.add(key)
+        return ok
+
+
+def load_web_config(path: str | Path) -> WebConfig:
+    """Parse and check a web config file; ConfigError names each bad key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read web config: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: invalid YAML: {exc}"]) from None
+    problems: list[str] = []
+
+    def bad(key: str, message: str) -> None:
+        problems.append(f"{path}: {key}: {message}")
+
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: must be a mapping"])
+    for key in data:
+        if key not in ("tls_server_config", "basic_auth_users"):
+            bad(key, "unknown or unsupported key (supported: tls_server_config, basic_auth_users)")
+    context = _tls_context(data.get("tls_server_config"), path.parent, bad)
+    auth = None
+    users = data.get("basic_auth_users")
+    if users is not None:
+        if not isinstance(users, dict) or not users:
+            bad("basic_auth_users", "must map user names to bcrypt hashes")
+        else:
+            for user, hashed in users.items():
+                if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
+                    bad(f"basic_auth_users.{user}", "must be a bcrypt hash ($2a$, $2b$ or $2y$)")
+            auth = BasicAuth({str(u): str(h) for u, h in users.items()})
+    if problems:
+        raise ConfigError(problems)
+    return WebConfig(ssl_context=context, basic_auth=auth)
+
+
+def _tls_context(raw: Any, base: Path, bad) -> ssl.SSLContext | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        bad("tls_server_config", "must be a mapping")
+        return None
+    allowed = {"cert_file", "key_file", "client_ca_file", "client_auth_type", "min_version", "max_version"}
+    for key in raw:
+        if key not in allowed:
+            bad(
+                f"tls_server_config.{key}",
+                f"unknown or unsupported key (supported: {', '.join(sorted(allowed))})",
+            )
+    cert, key = raw.get("cert_file"), raw.get("key_file")
+    if not cert or not key:
+        bad("tls_server_config", "needs both cert_file and key_file")
+        return None
+    ca = raw.get("client_ca_file")
+    auth_type = raw.get("client_auth_type") or ("RequireAndVerifyClientCert" if ca else "NoClientCert")
+    if auth_type not in CLIENT_AUTH:
+        bad("tls_server_config.client_auth_type", f"must be one of {', '.join(CLIENT_AUTH)}")
+        return None
+    if CLIENT_AUTH[auth_type] != ssl.CERT_NONE and not ca:
+        bad("tls_server_config.client_ca_file", f"is required with client_auth_type {auth_type}")
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    for field, attr in (("min_version", "minimum_version"), ("max_version", "maximum_version")):
+        if raw.get(field) is not None:
+            if raw[field] not in TLS_VERSIONS:
+                bad(f"tls_server_config.{field}", f"must be one of {', '.join(TLS_VERSIONS)}")
+                return None
+            setattr(context, attr, TLS_VERSIONS[raw[field]])
+    try:
+        context.load_cert_chain(base / cert, base / key)
+    except (OSError, ssl.SSLError) as exc:
+        bad("tls_server_config.cert_file", f"cannot load certificate and key: {exc}")
+        return None
+    context.verify_mode = CLIENT_AUTH[auth_type]
+    if ca:
+        try:
+            context.load_verify_locations(cafile=base / ca)
+        except (OSError, ssl.SSLError) as exc:
+            bad("tls_server_config.client_ca_file", f"cannot load: {exc}")
+            return None
+    return context
