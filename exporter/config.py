@@ -356,12 +356,14 @@ class _Checker:
             else:
                 # The managed-agents beta is what makes the endpoint exist; keep it first.
                 betas = (MANAGED_AGENTS_BETA, *[b for b in raw if b != MANAGED_AGENTS_BETA])
-        version = m.get("anthropic_version", d.anthropic_version)
-        if isinstance(version, int | float) and not isinstance(version, bool):
-            self.problem("api.anthropic_version", 'must be a quoted string such as "2023-06-01"')
-            version = d.anthropic_version
-        else:
-            version = self.string(m, "anthropic_version", "api", d.anthropic_version)
+        version = m.get("anthropic_version")
+        if version is not None and not isinstance(version, str):
+            # Unquoted, 2023-06-01 is a YAML date: say how to fix it.
+            self.problem("api.anthropic_version", 'must be a string such as "2023-06-01" '
+                         "(quote it: YAML reads an unquoted date as a date)")
+            version = None
+        elif version is not None:
+            version = self.string(m, "anthropic_version", "api")
         return ApiConfig(
             base_url=base_url,
             anthropic_version=version or d.anthropic_version,
