@@ -359,8 +359,10 @@ class _Checker:
         version = m.get("anthropic_version")
         if version is not None and not isinstance(version, str):
             # Unquoted, 2023-06-01 is a YAML date: say how to fix it.
-            self.problem("api.anthropic_version", 'must be a string such as "2023-06-01" '
-                         "(quote it: YAML reads an unquoted date as a date)")
+            self.problem(
+                "api.anthropic_version",
+                'must be a string such as "2023-06-01" (quote it: YAML reads an unquoted date as a date)',
+            )
             version = None
         elif version is not None:
             version = self.string(m, "anthropic_version", "api")

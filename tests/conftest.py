@@ -17,18 +17,36 @@ def rfc3339(unix: float, fraction: str = "") -> str:
     return f"{base}{fraction}Z"
 
 
-def work(state: str, *, age: float | None = None, heartbeat_age: float | None = None,
-         now: float = NOW, **fields: Any) -> dict[str, Any]:
+def work(
+    state: str,
+    *,
+    age: float | None = None,
+    heartbeat_age: float | None = None,
+    now: float = NOW,
+    **fields: Any,
+) -> dict[str, Any]:
     """A work item as the API sends it; `age` sets the timestamp its state runs from."""
     item: dict[str, Any] = {
-        "id": "work_01", "type": "work", "environment_id": "env_a", "state": state,
-        "created_at": rfc3339(now - 3600), "acknowledged_at": None, "started_at": None,
-        "latest_heartbeat_at": None, "stop_requested_at": None, "stopped_at": None,
-        "metadata": {}, "data": {"id": "session_01", "type": "session"},
+        "id": "work_01",
+        "type": "work",
+        "environment_id": "env_a",
+        "state": state,
+        "created_at": rfc3339(now - 3600),
+        "acknowledged_at": None,
+        "started_at": None,
+        "latest_heartbeat_at": None,
+        "stop_requested_at": None,
+        "stopped_at": None,
+        "metadata": {},
+        "data": {"id": "session_01", "type": "session"},
         "secret": "work-secret-never-shown",
     }
-    since = {"queued": "created_at", "starting": "acknowledged_at", "active": "started_at",
-             "stopping": "stop_requested_at"}.get(state)
+    since = {
+        "queued": "created_at",
+        "starting": "acknowledged_at",
+        "active": "started_at",
+        "stopping": "stop_requested_at",
+    }.get(state)
     if age is not None and since:
         item[since] = rfc3339(now - age)
     if heartbeat_age is not None:

@@ -19,8 +19,9 @@ BUCKETS = BucketConfig(heartbeat_age_seconds=(5.0, 30.0), state_age_seconds=(60.
 
 def registry_for(*env_ids: str, buckets: BucketConfig = BUCKETS) -> CollectorRegistry:
     envs = "".join(f"  - id: {e}\n" for e in env_ids)
-    config = parse_config(f"api: {{max_retries: 0}}\nenvironments:\n{envs}",
-                          {"ANTHROPIC_ENVIRONMENT_KEY": "k"})
+    config = parse_config(
+        f"api: {{max_retries: 0}}\nenvironments:\n{envs}", {"ANTHROPIC_ENVIRONMENT_KEY": "k"}
+    )
     client = WorkClient(config.api, httpx.Client(), RequestCounter())
     scraper = Scraper(client, buckets, concurrency=4, wall_clock=lambda: NOW)
     registry = CollectorRegistry()
@@ -38,38 +39,60 @@ def value(registry: CollectorRegistry, metric: str, **labels: str) -> float | No
 
 @respx.mock
 def test_counts_buckets_sums_and_maxima_are_exact():
-    respx.get(f"{API}/env_a/work").mock(side_effect=[
-        httpx.Response(200, json=page([
-            work("queued", age=30), work("queued", age=60), work("queued", age=61),
-            work("active", age=100, heartbeat_age=2), work("active", age=700, heartbeat_age=5),
-        ], next_page="p2")),
-        httpx.Response(200, json=page([], next_page="p3")),  # an empty page mid-listing
-        httpx.Response(200, json=page([
-            work("active", age=10, heartbeat_age=40),
-            work("starting", age=5),  # no heartbeat yet
-            work("stopping", age=20, heartbeat_age=1),
-            work("stopped"), work("stopped"),
-            work("paused"),  # a state the exporter does not know yet
-        ])),
-    ])
+    respx.get(f"{API}/env_a/work").mock(
+        side_effect=[
+            httpx.Response(
+                200,
+                json=page(
+                    [
+                        work("queued", age=30),
+                        work("queued", age=60),
+                        work("queued", age=61),
+                        work("active", age=100, heartbeat_age=2),
+                        work("active", age=700, heartbeat_age=5),
+                    ],
+                    next_page="p2",
+                ),
+            ),
+            httpx.Response(200, json=page([], next_page="p3")),  # an empty page mid-listing
+            httpx.Response(
+                200,
+                json=page(
+                    [
+                        work("active", age=10, heartbeat_age=40),
+                        work("starting", age=5),  # no heartbeat yet
+                        work("stopping", age=20, heartbeat_age=1),
+                        work("stopped"),
+                        work("stopped"),
+                        work("paused"),  # a state the exporter does not know yet
+                    ]
+                ),
+            ),
+        ]
+    )
     r = scrape("env_a")
-    items = {s: value(r, "anthropic_work_items", environment_id="env_a", state=s)
-             for s in ("queued", "starting", "active", "stopping", "stopped", "paused")}
+    items = {
+        s: value(r, "anthropic_work_items", environment_id="env_a", state=s)
+        for s in ("queued", "starting", "active", "stopping", "stopped", "paused")
+    }
     assert items == {"queued": 3, "starting": 1, "active": 3, "stopping": 1, "stopped": 2, "paused": 1}
 
     q = dict(environment_id="env_a", state="queued")
-    assert [value(r, "anthropic_work_state_age_seconds_bucket", le=le, **q)
-            for le in ("60.0", "600.0", "+Inf")] == [2, 3, 3]
+    assert [
+        value(r, "anthropic_work_state_age_seconds_bucket", le=le, **q) for le in ("60.0", "600.0", "+Inf")
+    ] == [2, 3, 3]
     assert value(r, "anthropic_work_state_age_seconds_gcount", **q) == 3
     assert value(r, "anthropic_work_state_age_seconds_gsum", **q) == 151
     assert value(r, "anthropic_work_state_age_max_seconds", **q) == 61
 
     a = dict(environment_id="env_a", state="active")
-    assert [value(r, "anthropic_work_state_age_seconds_bucket", le=le, **a)
-            for le in ("60.0", "600.0", "+Inf")] == [1, 2, 3]
+    assert [
+        value(r, "anthropic_work_state_age_seconds_bucket", le=le, **a) for le in ("60.0", "600.0", "+Inf")
+    ] == [1, 2, 3]
     assert value(r, "anthropic_work_state_age_max_seconds", **a) == 700
-    assert [value(r, "anthropic_work_heartbeat_age_seconds_bucket", le=le, **a)
-            for le in ("5.0", "30.0", "+Inf")] == [2, 2, 3]
+    assert [
+        value(r, "anthropic_work_heartbeat_age_seconds_bucket", le=le, **a) for le in ("5.0", "30.0", "+Inf")
+    ] == [2, 2, 3]
     assert value(r, "anthropic_work_heartbeat_age_seconds_gsum", **a) == 47
     assert value(r, "anthropic_work_heartbeat_age_max_seconds", **a) == 40
     assert value(r, "anthropic_work_items_without_heartbeat", **a) == 0
@@ -81,7 +104,9 @@ def test_counts_buckets_sums_and_maxima_are_exact():
     assert value(r, "anthropic_work_state_age_seconds_gsum", **s) == 5
 
     # Stopped items have no time-in-state series; unknown states have no ages.
-    assert value(r, "anthropic_work_state_age_seconds_gcount", environment_id="env_a", state="stopped") is None
+    assert (
+        value(r, "anthropic_work_state_age_seconds_gcount", environment_id="env_a", state="stopped") is None
+    )
     assert value(r, "anthropic_work_state_age_seconds_gcount", environment_id="env_a", state="paused") is None
     assert value(r, "anthropic_work_scrape_success", environment_id="env_a") == 1
     assert value(r, "anthropic_work_api_requests_total", environment_id="env_a", code="200") == 3
@@ -105,8 +130,9 @@ def test_an_empty_environment_still_shows_every_known_state_at_zero():
 
 @respx.mock
 def test_future_timestamps_count_as_age_zero():
-    respx.get(f"{API}/env_a/work").mock(return_value=httpx.Response(200, json=page([
-        work("active", age=-30, heartbeat_age=-2)])))
+    respx.get(f"{API}/env_a/work").mock(
+        return_value=httpx.Response(200, json=page([work("active", age=-30, heartbeat_age=-2)]))
+    )
     r = scrape("env_a")
     a = dict(environment_id="env_a", state="active")
     assert value(r, "anthropic_work_state_age_seconds_bucket", le="60.0", **a) == 1
@@ -117,11 +143,18 @@ def test_future_timestamps_count_as_age_zero():
 
 @respx.mock
 def test_unparseable_timestamps_leave_ages_but_not_counts():
-    respx.get(f"{API}/env_a/work").mock(return_value=httpx.Response(200, json=page([
-        work("active", started_at="yesterday", latest_heartbeat_at="2026-13-01T00:00:00Z"),
-        work("queued", created_at="2026-11-22T11:59:00.1234567890Z"),  # ten fraction digits
-        work("active", age=30, heartbeat_age=3),
-    ])))
+    respx.get(f"{API}/env_a/work").mock(
+        return_value=httpx.Response(
+            200,
+            json=page(
+                [
+                    work("active", started_at="yesterday", latest_heartbeat_at="2026-13-01T00:00:00Z"),
+                    work("queued", created_at="2026-11-22T11:59:00.1234567890Z"),  # ten fraction digits
+                    work("active", age=30, heartbeat_age=3),
+                ]
+            ),
+        )
+    )
     r = scrape("env_a")
     a = dict(environment_id="env_a", state="active")
     assert value(r, "anthropic_work_items", **a) == 2
@@ -136,14 +169,19 @@ def test_unparseable_timestamps_leave_ages_but_not_counts():
 @respx.mock
 def test_a_failing_environment_loses_its_item_series_and_others_are_untouched():
     respx.get(f"{API}/env_ok/work").mock(return_value=httpx.Response(200, json=page([work("queued", age=1)])))
-    respx.get(f"{API}/env_bad/work").mock(return_value=httpx.Response(
-        403, json={"type": "error", "error": {"type": "permission_error", "message": "no"}}))
+    respx.get(f"{API}/env_bad/work").mock(
+        return_value=httpx.Response(
+            403, json={"type": "error", "error": {"type": "permission_error", "message": "no"}}
+        )
+    )
     r = scrape("env_ok", "env_bad")
     assert value(r, "anthropic_work_scrape_success", environment_id="env_bad") == 0
     assert value(r, "anthropic_work_scrape_success", environment_id="env_ok") == 1
     assert value(r, "anthropic_work_items", environment_id="env_ok", state="queued") == 1
     assert value(r, "anthropic_work_items", environment_id="env_bad", state="queued") is None
-    assert value(r, "anthropic_work_state_age_seconds_gcount", environment_id="env_bad", state="queued") is None
+    assert (
+        value(r, "anthropic_work_state_age_seconds_gcount", environment_id="env_bad", state="queued") is None
+    )
     assert value(r, "anthropic_work_api_requests_total", environment_id="env_bad", code="403") == 1
     assert value(r, "anthropic_work_scrape_duration_seconds", environment_id="env_bad") >= 0
 
@@ -160,6 +198,11 @@ def test_registering_the_collector_calls_no_api():
 def test_configured_buckets_are_used_with_inf_appended(buckets):
     respx.get(f"{API}/env_a/work").mock(return_value=httpx.Response(200, json=page([work("queued", age=3)])))
     r = scrape("env_a", buckets=BucketConfig(heartbeat_age_seconds=buckets, state_age_seconds=buckets))
-    les = [s.labels["le"] for m in r.collect() if m.name == "anthropic_work_state_age_seconds"
-           for s in m.samples if s.name.endswith("_bucket") and s.labels["state"] == "queued"]
+    les = [
+        s.labels["le"]
+        for m in r.collect()
+        if m.name == "anthropic_work_state_age_seconds"
+        for s in m.samples
+        if s.name.endswith("_bucket") and s.labels["state"] == "queued"
+    ]
     assert les == [*(repr(b) for b in buckets), "+Inf"]

@@ -33,14 +33,16 @@ def test_without_credentials_falls_back_to_the_api_key_as_x_api_key():
 
 
 def test_environment_key_wins_over_api_key_when_both_are_set():
-    config = parse_config("environments:\n  - id: env_a\n",
-                          {"ANTHROPIC_API_KEY": "a", "ANTHROPIC_ENVIRONMENT_KEY": "e"})
+    config = parse_config(
+        "environments:\n  - id: env_a\n", {"ANTHROPIC_API_KEY": "a", "ANTHROPIC_ENVIRONMENT_KEY": "e"}
+    )
     assert config.environments[0].credentials.type == "environment_key"
 
 
 def test_global_credentials_and_per_environment_override(tmp_path):
     (tmp_path / "key").write_text("file-key\n")
-    config = parse_config(textwrap.dedent("""\
+    config = parse_config(
+        textwrap.dedent("""\
         api:
           credentials: {type: api_key, value_env: SHARED}
         environments:
@@ -48,7 +50,10 @@ def test_global_credentials_and_per_environment_override(tmp_path):
           - id: env_b
             name: prod
             credentials: {type: environment_key, value_file: key}
-        """), {"SHARED": "shared-key"}, base_dir=tmp_path)
+        """),
+        {"SHARED": "shared-key"},
+        base_dir=tmp_path,
+    )
     a, b = config.environments
     assert a.credentials.headers() == {"X-Api-Key": "shared-key"}
     assert b.credentials.headers() == {"Authorization": "Bearer file-key"}
@@ -56,7 +61,8 @@ def test_global_credentials_and_per_environment_override(tmp_path):
 
 
 def test_every_option_parses():
-    config = parse_config(textwrap.dedent("""\
+    config = parse_config(
+        textwrap.dedent("""\
         api:
           base_url: http://127.0.0.1:8080/
           anthropic_version: "2026-10-21"
@@ -69,7 +75,9 @@ def test_every_option_parses():
         scrape: {timeout_seconds: 4, timeout_offset_seconds: 0, concurrency: 3}
         buckets: {heartbeat_age_seconds: [1, 2], state_age_seconds: [10]}
         environments: [{id: env_a, workspace_id: wrkspc_2}]
-        """), KEY_ENV)
+        """),
+        KEY_ENV,
+    )
     api = config.api
     assert api.base_url == "http://127.0.0.1:8080"
     assert api.betas == ("managed-agents-2026-04-01", "some-other-beta")
@@ -80,37 +88,58 @@ def test_every_option_parses():
     assert config.environments[0].workspace_id == "wrkspc_2"
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("environments:\n  - id: env_a\n    colour: red\n",
-     "config.yaml:3: environments[0].colour: unknown key"),
-    ("environments:\n  - id: env_a\n    credentials: {type: password, value_env: X}\n",
-     "config.yaml:3: environments[0].credentials.type: must be environment_key or api_key"),
-    ("environments:\n  - id: env_a\n    credentials: {type: api_key, value_env: NOPE}\n",
-     "config.yaml:3: environments[0].credentials.value_env: environment variable NOPE is not set"),
-    ("environments:\n  - id: env_a\n    credentials: {type: api_key, value_file: /no/such}\n",
-     "config.yaml:3: environments[0].credentials.value_file: cannot read /no/such"),
-    ("environments:\n  - id: env_a\n    credentials: {type: api_key}\n",
-     "environments[0].credentials: needs exactly one of value_env or value_file"),
-    ("environments:\n  - name: x\n", "config.yaml:2: environments[0].id: is required"),
-    ("environments:\n  - id: env_a\n  - id: env_a\n", "environments[1].id: duplicate environment id"),
-    ("environments: []\n", "environments: must be a non-empty list"),
-    ("api: {}\n", "environments: is required"),
-    ("api:\n  page_size: many\nenvironments: [{id: e}]\n",
-     "config.yaml:2: api.page_size: must be an integer, got a string"),
-    ("api:\n  page_size: 0\nenvironments: [{id: e}]\n", "api.page_size: must be > 0"),
-    ("api:\n  max_retries: -1\nenvironments: [{id: e}]\n", "api.max_retries: must be >= 0"),
-    ("api:\n  request_timeout_seconds: true\nenvironments: [{id: e}]\n",
-     "api.request_timeout_seconds: must be a number, got a boolean"),
-    ("api:\n  base_url: http://api.example.com\nenvironments: [{id: e}]\n",
-     "api.base_url: plain http:// is allowed for loopback hosts only"),
-    ("api:\n  base_url: ftp://x\nenvironments: [{id: e}]\n", "api.base_url: must be an http(s) URL"),
-    ("scrape:\n  concurrency: 1.5\nenvironments: [{id: e}]\n", "scrape.concurrency: must be an integer"),
-    ("buckets:\n  state_age_seconds: [5, 1]\nenvironments: [{id: e}]\n",
-     "buckets.state_age_seconds: must be a non-empty, strictly increasing list"),
-    ("environments: [{id: e}]\nenvironments: [{id: f}]\n", "config.yaml:2: environments: duplicate key"),
-    ("environments: [{id: e}\n", "invalid YAML"),
-    ("- just\n- a list\n", "must be a mapping, got a list"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "environments:\n  - id: env_a\n    colour: red\n",
+            "config.yaml:3: environments[0].colour: unknown key",
+        ),
+        (
+            "environments:\n  - id: env_a\n    credentials: {type: password, value_env: X}\n",
+            "config.yaml:3: environments[0].credentials.type: must be environment_key or api_key",
+        ),
+        (
+            "environments:\n  - id: env_a\n    credentials: {type: api_key, value_env: NOPE}\n",
+            "config.yaml:3: environments[0].credentials.value_env: environment variable NOPE is not set",
+        ),
+        (
+            "environments:\n  - id: env_a\n    credentials: {type: api_key, value_file: /no/such}\n",
+            "config.yaml:3: environments[0].credentials.value_file: cannot read /no/such",
+        ),
+        (
+            "environments:\n  - id: env_a\n    credentials: {type: api_key}\n",
+            "environments[0].credentials: needs exactly one of value_env or value_file",
+        ),
+        ("environments:\n  - name: x\n", "config.yaml:2: environments[0].id: is required"),
+        ("environments:\n  - id: env_a\n  - id: env_a\n", "environments[1].id: duplicate environment id"),
+        ("environments: []\n", "environments: must be a non-empty list"),
+        ("api: {}\n", "environments: is required"),
+        (
+            "api:\n  page_size: many\nenvironments: [{id: e}]\n",
+            "config.yaml:2: api.page_size: must be an integer, got a string",
+        ),
+        ("api:\n  page_size: 0\nenvironments: [{id: e}]\n", "api.page_size: must be > 0"),
+        ("api:\n  max_retries: -1\nenvironments: [{id: e}]\n", "api.max_retries: must be >= 0"),
+        (
+            "api:\n  request_timeout_seconds: true\nenvironments: [{id: e}]\n",
+            "api.request_timeout_seconds: must be a number, got a boolean",
+        ),
+        (
+            "api:\n  base_url: http://api.example.com\nenvironments: [{id: e}]\n",
+            "api.base_url: plain http:// is allowed for loopback hosts only",
+        ),
+        ("api:\n  base_url: ftp://x\nenvironments: [{id: e}]\n", "api.base_url: must be an http(s) URL"),
+        ("scrape:\n  concurrency: 1.5\nenvironments: [{id: e}]\n", "scrape.concurrency: must be an integer"),
+        (
+            "buckets:\n  state_age_seconds: [5, 1]\nenvironments: [{id: e}]\n",
+            "buckets.state_age_seconds: must be a non-empty, strictly increasing list",
+        ),
+        ("environments: [{id: e}]\nenvironments: [{id: f}]\n", "config.yaml:2: environments: duplicate key"),
+        ("environments: [{id: e}\n", "invalid YAML"),
+        ("- just\n- a list\n", "must be a mapping, got a list"),
+    ],
+)
 def test_config_errors_name_the_key_and_line(text, expected):
     problems = errors(text)
     assert any(expected in p for p in problems), problems
@@ -119,19 +148,24 @@ def test_config_errors_name_the_key_and_line(text, expected):
 def test_a_date_like_version_is_reported_as_needing_quotes():
     # YAML reads 2023-06-01 unquoted as a date; say what to do about it.
     problems = errors("api:\n  anthropic_version: 2023-06-01\nenvironments: [{id: e}]\n")
-    assert problems == ['config.yaml:2: api.anthropic_version: must be a string such as "2023-06-01" '
-                        "(quote it: YAML reads an unquoted date as a date)"]
+    assert problems == [
+        'config.yaml:2: api.anthropic_version: must be a string such as "2023-06-01" '
+        "(quote it: YAML reads an unquoted date as a date)"
+    ]
 
 
 def test_all_problems_are_reported_at_once():
-    problems = errors("""\
+    problems = errors(
+        """\
         api:
           page_size: 0
           colour: red
         environments:
           - id: env_a
             credentials: {type: wrong, value_env: X}
-        """, {"X": "x"})
+        """,
+        {"X": "x"},
+    )
     assert len(problems) == 3, problems
 
 
@@ -139,7 +173,8 @@ def test_no_credentials_anywhere_is_an_error_naming_the_environment():
     assert errors("environments:\n  - id: env_a\n", {}) == [
         "config.yaml:2: environments[0].credentials: no credentials: set api.credentials, this "
         "environment's credentials, or ANTHROPIC_ENVIRONMENT_KEY / ANTHROPIC_API_KEY in the "
-        "exporter's environment"]
+        "exporter's environment"
+    ]
 
 
 @pytest.mark.parametrize("url", ["http://localhost:9", "http://127.0.0.5:9", "http://[::1]:9"])
@@ -149,8 +184,10 @@ def test_plain_http_is_allowed_for_loopback(url):
 
 
 def test_plain_http_to_another_host_needs_the_explicit_switch():
-    config = parse_config("api: {base_url: 'http://proxy.internal', allow_insecure_http: true}\n"
-                          "environments: [{id: e}]\n", KEY_ENV)
+    config = parse_config(
+        "api: {base_url: 'http://proxy.internal', allow_insecure_http: true}\nenvironments: [{id: e}]\n",
+        KEY_ENV,
+    )
     assert config.api.base_url == "http://proxy.internal"
 
 
@@ -158,6 +195,7 @@ def test_keys_never_appear_in_repr_or_errors(tmp_path):
     config = parse_config("environments: [{id: e}]\n", {"ANTHROPIC_ENVIRONMENT_KEY": "sk-live-123"})
     assert "sk-live-123" not in repr(config)
     assert "sk-live-123" not in str(config.environments[0].credentials)
-    problems = errors("environments: [{id: e, credentials: {type: bad, value_env: K}}]\n",
-                      {"K": "sk-live-123"})
+    problems = errors(
+        "environments: [{id: e, credentials: {type: bad, value_env: K}}]\n", {"K": "sk-live-123"}
+    )
     assert not any("sk-live-123" in p for p in problems)
