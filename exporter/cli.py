@@ -106,12 +106,18 @@ def build_app(config: Config, web: WebConfig | None = None) -> tuple[ExporterApp
 
 
 def load(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Config, WebConfig | None]:
+    """The config (or, with --demo, the simulator's) and the web config; every problem at once."""
     problems: list[str] = []
     config = web = None
-    try:
-        config = load_config(args.config_file, environ)
-    except ConfigError as exc:
-        problems += exc.problems
+    if args.demo:
+        from .demo import start_demo  # the simulator loads only when asked for
+
+        config = start_demo()
+    else:
+        try:
+            config = load_config(args.config_file, environ)
+        except ConfigError as exc:
+            problems += exc.problems
     if args.web_config:
         try:
             web = load_web_config(args.web_config)
@@ -130,10 +136,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         host, port = parse_listen_address(args.listen)
     except ValueError as exc:
         sys.exit(str(exc))
-    if args.demo:
-        from .demo import run_demo  # the simulator loads only when asked for
-
-        sys.exit(run_demo(host, port))
     try:
         config, web = load(args, os.environ)
     except ConfigError as exc:

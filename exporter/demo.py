@@ -1,0 +1,32 @@
+"""`--demo`: the exporter against the built-in simulator, with no key and no config file."""
+
+from __future__ import annotations
+
+import logging
+
+from .config import ApiConfig, Config, Credentials, Environment, Secret
+from .simulator import Simulator, demo_environments
+from .simulator import serve as serve_simulator
+
+log = logging.getLogger("exporter.demo")
+
+
+def demo_config(simulator_url: str, simulator: Simulator) -> Config:
+    """Watch every simulated environment with its own environment key, as in production."""
+    return Config(
+        api=ApiConfig(base_url=simulator_url),
+        environments=tuple(
+            Environment(id=env.id, name=env.name,
+                        credentials=Credentials("environment_key", Secret(env.key), "demo"))
+            for env in simulator.environments.values()),
+    )
+
+
+def start_demo() -> Config:
+    """Start the simulator on a free loopback port; return a config that points at it."""
+    simulator = Simulator(demo_environments())
+    server = serve_simulator(simulator, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.server_port}"
+    log.info("demo: simulated API started", extra={"url": url,
+                                                   "environments": len(simulator.environments)})
+    return demo_config(url, simulator)
