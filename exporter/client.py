@@ -135,7 +135,7 @@ class WorkClient:
                 raise ListingFailed("deadline", "the scrape deadline passed before the listing finished")
             timeout = min(self.api.request_timeout_seconds, remaining)
             try:
-                response = self.http.get(url, params=params, headers=headers, timeout=timeout)
+                status, response_headers, body = self._fetch(url, params, headers, timeout)
             except httpx.TimeoutException:  # upstream slow, not our bug
                 self.requests.record(env_id, "timeout")
                 failure = ListingFailed("timeout", f"request timed out after {timeout:.3g}s")
@@ -145,18 +145,18 @@ class WorkClient:
                 failure = ListingFailed("connection", f"connection error: {type(exc).__name__}")
                 delay = self._backoff(retries, None)
             else:
-                self.requests.record(env_id, str(response.status_code))
-                if response.status_code == 200:
+                self.requests.record(env_id, str(status))
+                if status == 200:
                     try:
-                        return parse_page(json.loads(response.content))
+                        return parse_page(json.loads(body))
                     except (ValueError, UpstreamFormatError) as exc:  # truncated or foreign body
                         raise ListingFailed(
                             "invalid_response", f"HTTP 200 but not a work listing: {exc}"
                         ) from None
-                failure = _http_failure(response)
-                if not _should_retry(response):
+                failure = _http_failure(status, response_headers, body)
+                if not _should_retry(status, response_headers):
                     raise failure
-                delay = self._backoff(retries, response)
+                delay = self._backoff(retries, response_headers)
             if retries >= self.api.max_retries:
                 raise failure
             if self.clock() + delay >= deadline:
@@ -167,21 +167,33 @@ class WorkClient:
             self.sleep(delay)
             retries += 1
 
-    def _backoff(self, retries: int, response: httpx.Response | None) -> float:
-        if response is not None:
-            asked = _retry_after(response.headers)
+    def _fetch(
+        self, url: str, params: dict[str, str | int], headers: dict[str, str], timeout: float
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """One GET: status, headers, body.
+
+        The body is read with iter_bytes() so it is never stored on the Response: httpx
+        responses sit in a reference cycle until the cyclic GC runs, and a stored body would
+        keep every page alive until then.
+        """
+        with self.http.stream("GET", url, params=params, headers=headers, timeout=timeout) as response:
+            return response.status_code, response.headers, b"".join(response.iter_bytes())
+
+    def _backoff(self, retries: int, headers: httpx.Headers | None) -> float:
+        if headers is not None:
+            asked = _retry_after(headers)
             if asked is not None:
                 return asked
         return min(INITIAL_RETRY_DELAY * 2.0**retries, MAX_RETRY_DELAY) * (1 - 0.25 * self.jitter())
 
 
-def _should_retry(response: httpx.Response) -> bool:
-    verdict = response.headers.get("x-should-retry")
+def _should_retry(status: int, headers: httpx.Headers) -> bool:
+    verdict = headers.get("x-should-retry")
     if verdict == "true":
         return True
     if verdict == "false":
         return False
-    return response.status_code in RETRYABLE_STATUS or response.status_code >= 500
+    return status in RETRYABLE_STATUS or status >= 500
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
@@ -205,12 +217,12 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     return seconds if 0 <= seconds <= MAX_RETRY_AFTER else None
 
 
-def _http_failure(response: httpx.Response) -> ListingFailed:
+def _http_failure(status: int, headers: httpx.Headers, body: bytes) -> ListingFailed:
     try:
-        kind, message = parse_error(response.json())
+        kind, message = parse_error(json.loads(body))
     except ValueError:  # an HTML error page from a proxy, or nothing at all
         kind, message = "", ""
     detail = f"{kind}: {message[:300]}" if kind or message else "no API error body"
-    request_id = response.headers.get("request-id")
+    request_id = headers.get("request-id")
     suffix = f" (request-id {request_id})" if request_id else ""
-    return ListingFailed(f"http_{response.status_code}", f"HTTP {response.status_code} {detail}{suffix}")
+    return ListingFailed(f"http_{status}", f"HTTP {status} {detail}{suffix}")

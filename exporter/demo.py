@@ -16,9 +16,11 @@ def demo_config(simulator_url: str, simulator: Simulator) -> Config:
     return Config(
         api=ApiConfig(base_url=simulator_url),
         environments=tuple(
-            Environment(id=env.id, name=env.name,
-                        credentials=Credentials("environment_key", Secret(env.key), "demo"))
-            for env in simulator.environments.values()),
+            Environment(
+                id=env.id, name=env.name, credentials=Credentials("environment_key", Secret(env.key), "demo")
+            )
+            for env in simulator.environments.values()
+        ),
     )
 
 
@@ -27,6 +29,5 @@ def start_demo() -> Config:
     simulator = Simulator(demo_environments())
     server = serve_simulator(simulator, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.server_port}"
-    log.info("demo: simulated API started", extra={"url": url,
-                                                   "environments": len(simulator.environments)})
+    log.info("demo: simulated API started", extra={"url": url, "environments": len(simulator.environments)})
     return demo_config(url, simulator)

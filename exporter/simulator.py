@@ -43,8 +43,12 @@ DEFAULT_PAGE_SIZE = 20
 REQUIRED_BETA = "managed-agents-2026-04-01"
 API_KEY = "sk-ant-sim-api-key"  # an organisation API key, valid for every environment
 HEARTBEAT_STATES = ("starting", "active", "stopping")
-SINCE = {"queued": "created_at", "starting": "acknowledged_at", "active": "started_at",
-         "stopping": "stop_requested_at"}
+SINCE = {
+    "queued": "created_at",
+    "starting": "acknowledged_at",
+    "active": "started_at",
+    "stopping": "stop_requested_at",
+}
 
 
 @dataclass
@@ -125,11 +129,18 @@ class Item:
 
         state = self.state(t)
         return {
-            "id": self.id, "type": "work", "environment_id": "", "state": state,
-            "created_at": rfc3339(self.created), "acknowledged_at": at(self.acknowledged),
-            "started_at": at(self.started), "latest_heartbeat_at": _maybe(self.latest_heartbeat(t)),
-            "stop_requested_at": at(self.stop_requested), "stopped_at": at(self.stopped),
-            "metadata": self.metadata, "data": {"id": self.session, "type": "session"},
+            "id": self.id,
+            "type": "work",
+            "environment_id": "",
+            "state": state,
+            "created_at": rfc3339(self.created),
+            "acknowledged_at": at(self.acknowledged),
+            "started_at": at(self.started),
+            "latest_heartbeat_at": _maybe(self.latest_heartbeat(t)),
+            "stop_requested_at": at(self.stop_requested),
+            "stopped_at": at(self.stopped),
+            "metadata": self.metadata,
+            "data": {"id": self.session, "type": "session"},
             "secret": None,  # null on every path but polling, as the API documents
         }
 
@@ -150,8 +161,17 @@ def rfc3339(unix: float) -> str:
 class SimEnvironment:
     """One environment: its items, credentials, faults and (if live) its lifecycle."""
 
-    def __init__(self, id: str, name: str, *, key: str | None = None, profile: Profile | None = None,
-                 items: Iterable[Item] = (), seed: int = 0, faults: Faults | None = None):
+    def __init__(
+        self,
+        id: str,
+        name: str,
+        *,
+        key: str | None = None,
+        profile: Profile | None = None,
+        items: Iterable[Item] = (),
+        seed: int = 0,
+        faults: Faults | None = None,
+    ):
         self.id = id
         self.name = name
         self.key = key or f"sk-ant-env-{id}"
@@ -162,6 +182,7 @@ class SimEnvironment:
         self.fault_rng = random.Random(seed + 1)
         self._next_arrival: float | None = None
         self._serial = 0
+        self.requests = 0  # listing requests that reached this environment
         self._cache: tuple[float, list[str], list[Item], dict[str, bytes]] | None = None
 
     # -- lifecycle -----------------------------------------------------------
@@ -199,10 +220,19 @@ class SimEnvironment:
                 start = None
             stop_req = dies + p.dead_work_timeout
         stopped = stop_req + r.expovariate(1 / p.stop_time)
-        return Item(id=f"work_{self.id[-6:]}{self._serial:010d}", session=f"session_{uuid.uuid4().hex[:24]}",
-                    created=created, acknowledged=ack, started=start, stop_requested=stop_req,
-                    stopped=stopped, first_heartbeat=first_beat, heartbeat_interval=p.heartbeat_interval,
-                    dies=dies, metadata={"team": r.choice(["search", "billing", "infra"])})
+        return Item(
+            id=f"work_{self.id[-6:]}{self._serial:010d}",
+            session=f"session_{uuid.uuid4().hex[:24]}",
+            created=created,
+            acknowledged=ack,
+            started=start,
+            stop_requested=stop_req,
+            stopped=stopped,
+            first_heartbeat=first_beat,
+            heartbeat_interval=p.heartbeat_interval,
+            dies=dies,
+            metadata={"team": r.choice(["search", "billing", "infra"])},
+        )
 
     # -- listing ---------------------------------------------------------------
 
@@ -232,8 +262,12 @@ class SimEnvironment:
                 continue
             state = item.state(t)
             counts[state] += 1
-            since = {"queued": item.created, "starting": item.acknowledged, "active": item.started,
-                     "stopping": item.stop_requested}.get(state)
+            since = {
+                "queued": item.created,
+                "starting": item.acknowledged,
+                "active": item.started,
+                "stopping": item.stop_requested,
+            }.get(state)
             if since is not None:
                 state_ages[state].append(max(0.0, now - since))
             if state in HEARTBEAT_STATES:
@@ -242,8 +276,12 @@ class SimEnvironment:
                     without[state] += 1
                 else:
                     heartbeat_ages[state].append(max(0.0, now - beat))
-        return {"items": counts, "heartbeat_ages": heartbeat_ages, "without_heartbeat": without,
-                "state_ages": state_ages}
+        return {
+            "items": counts,
+            "heartbeat_ages": heartbeat_ages,
+            "without_heartbeat": without,
+            "state_ages": state_ages,
+        }
 
 
 def static_items(count: int, now: float, seed: int = 0) -> list[Item]:
@@ -264,39 +302,75 @@ def static_items(count: int, now: float, seed: int = 0) -> list[Item]:
         if kind == 9:
             stopped = stop_req + r.uniform(1, 5)
         ack, start, stop_req, stopped, first = (
-            None if x is None else min(x, now) for x in (ack, start, stop_req, stopped, first))
-        items.append(Item(id=f"work_{n:012d}", session=f"session_{n:012d}", created=created,
-                          acknowledged=ack, started=start, stop_requested=stop_req, stopped=stopped,
-                          first_heartbeat=first, heartbeat_interval=5.0, metadata={"n": str(n)}))
+            None if x is None else min(x, now) for x in (ack, start, stop_req, stopped, first)
+        )
+        items.append(
+            Item(
+                id=f"work_{n:012d}",
+                session=f"session_{n:012d}",
+                created=created,
+                acknowledged=ack,
+                started=start,
+                stop_requested=stop_req,
+                stopped=stopped,
+                first_heartbeat=first,
+                heartbeat_interval=5.0,
+                metadata={"n": str(n)},
+            )
+        )
     return items
 
 
 def demo_environments() -> list[SimEnvironment]:
     """Three environments of different character, for --demo."""
     return [
-        SimEnvironment("env_01demoBusySandboxes00", "busy-sandboxes", seed=1,
-                       profile=Profile(arrivals_per_second=2.0, queue_wait=20, run_time=120)),
-        SimEnvironment("env_01demoIdleSandboxes00", "idle-sandboxes", seed=2,
-                       profile=Profile(arrivals_per_second=0.02, queue_wait=3, run_time=300)),
-        SimEnvironment("env_01demoDyingWorkers000", "dying-workers", seed=3,
-                       profile=Profile(arrivals_per_second=0.3, queue_wait=60, run_time=240,
-                                       worker_death_rate=0.35, dead_work_timeout=1200)),
+        SimEnvironment(
+            "env_01demoBusySandboxes00",
+            "busy-sandboxes",
+            seed=1,
+            profile=Profile(arrivals_per_second=2.0, queue_wait=20, run_time=120),
+        ),
+        SimEnvironment(
+            "env_01demoIdleSandboxes00",
+            "idle-sandboxes",
+            seed=2,
+            profile=Profile(arrivals_per_second=0.02, queue_wait=3, run_time=300),
+        ),
+        SimEnvironment(
+            "env_01demoDyingWorkers000",
+            "dying-workers",
+            seed=3,
+            profile=Profile(
+                arrivals_per_second=0.3,
+                queue_wait=60,
+                run_time=240,
+                worker_death_rate=0.35,
+                dead_work_timeout=1200,
+            ),
+        ),
     ]
 
 
 class Simulator:
     """The API's behaviour, independent of any socket: `handle()` maps a request to a response."""
 
-    def __init__(self, environments: Iterable[SimEnvironment], *, clock: Callable[[], float] = time.time,
-                 max_page_size: int = MAX_PAGE_SIZE, warmup: float = 1800.0,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        environments: Iterable[SimEnvironment],
+        *,
+        clock: Callable[[], float] = time.time,
+        max_page_size: int = MAX_PAGE_SIZE,
+        warmup: float = 1800.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.environments = {e.id: e for e in environments}
         self.clock = clock
         self.sleep = sleep
         self.max_page_size = max_page_size
         self.lock = threading.Lock()
         self.paused_at: float | None = None
-        self.requests = 0
+        self.requests = 0  # listing requests answered
+        self.connections = 0  # TCP connections accepted
         t0 = clock()
         for env in self.environments.values():
             env.start(t0, warmup)
@@ -322,8 +396,9 @@ class Simulator:
             env.advance(t)
             return env.truth(t, t if now is None else now)
 
-    def handle(self, path: str, query: dict[str, list[str]],
-               headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    def handle(
+        self, path: str, query: dict[str, list[str]], headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
         """One GET request; `headers` keys are lower-case."""
         request_id = f"req_{uuid.uuid4().hex[:24]}"
         parts = path.strip("/").split("/")
@@ -333,8 +408,12 @@ class Simulator:
             return _error(400, "invalid_request_error", "anthropic-version: header is required", request_id)
         betas = [b.strip() for b in headers.get("anthropic-beta", "").split(",")]
         if REQUIRED_BETA not in betas:
-            return _error(400, "invalid_request_error",
-                          f"this endpoint requires the anthropic-beta header {REQUIRED_BETA}", request_id)
+            return _error(
+                400,
+                "invalid_request_error",
+                f"this endpoint requires the anthropic-beta header {REQUIRED_BETA}",
+                request_id,
+            )
         env = self.environments.get(parts[2])
         if not _authorised(env, headers):
             return _error(401, "authentication_error", "invalid authentication credentials", request_id)
@@ -345,13 +424,18 @@ class Simulator:
         except ValueError:
             limit = 0
         if not 1 <= limit <= self.max_page_size:
-            return _error(400, "invalid_request_error",
-                          f"limit: must be between 1 and {self.max_page_size}", request_id)
+            return _error(
+                400, "invalid_request_error", f"limit: must be between 1 and {self.max_page_size}", request_id
+            )
         return self._page(env, query.get("page", [None])[0], limit, request_id)
 
-    def _page(self, env: SimEnvironment, cursor: str | None, limit: int,
-              request_id: str) -> tuple[int, dict[str, str], bytes]:
+    def _page(
+        self, env: SimEnvironment, cursor: str | None, limit: int, request_id: str
+    ) -> tuple[int, dict[str, str], bytes]:
         faults = env.faults
+        with self.lock:
+            self.requests += 1
+            env.requests += 1
         if faults.latency_seconds:
             self.sleep(faults.latency_seconds)
         for status, rate in faults.error_rates.items():
@@ -359,8 +443,14 @@ class Simulator:
                 extra = {}
                 if status == "429" and faults.retry_after_seconds is not None:
                     extra["retry-after"] = f"{faults.retry_after_seconds:g}"
-                return _error(int(status), _ERROR_TYPES.get(int(status), "api_error"),
-                              "simulated failure", request_id, html=faults.html_errors, headers=extra)
+                return _error(
+                    int(status),
+                    _ERROR_TYPES.get(int(status), "api_error"),
+                    "simulated failure",
+                    request_id,
+                    html=faults.html_errors,
+                    headers=extra,
+                )
         try:
             after, empties = _decode_cursor(cursor)
         except ValueError:
@@ -369,9 +459,8 @@ class Simulator:
             t = self.now()
             env.advance(t)
             ids, items, cache = env.listing(t)
-            self.requests += 1
             start = bisect.bisect_right(ids, after) if after else 0
-            chunk = [env.blob(item, t, cache) for item in items[start:start + limit]]
+            chunk = [env.blob(item, t, cache) for item in items[start : start + limit]]
         if empties < faults.empty_pages and start < len(ids):
             body = b'{"data":[],"next_page":"' + _encode_cursor(after, empties + 1).encode() + b'"}'
             return 200, {"request-id": request_id}, body
@@ -386,10 +475,18 @@ class Simulator:
         return 200, {"request-id": request_id}, body
 
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 408: "timeout_error", 409: "conflict_error",
-                413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
-                529: "overloaded_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    409: "conflict_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
 
 
 def _authorised(env: SimEnvironment | None, headers: dict[str, str]) -> bool:
@@ -414,8 +511,15 @@ def _decode_cursor(cursor: str | None) -> tuple[str, int]:
         raise ValueError("bad cursor") from None
 
 
-def _error(status: int, kind: str, message: str, request_id: str, *, html: bool = False,
-           headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def _error(
+    status: int,
+    kind: str,
+    message: str,
+    request_id: str,
+    *,
+    html: bool = False,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
     out = {"request-id": request_id, **(headers or {})}
     if html:
         out["content-type"] = "text/html"
@@ -431,6 +535,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.simulator.lock:
+            self.simulator.connections += 1
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
@@ -493,24 +602,40 @@ def serve(simulator: Simulator, host: str = "127.0.0.1", port: int = 0) -> Threa
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m exporter.simulator",
-                                description="A simulated Managed Agents work API on loopback.")
+    p = argparse.ArgumentParser(
+        prog="python -m exporter.simulator", description="A simulated Managed Agents work API on loopback."
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--static", metavar="N", type=int, nargs="*",
-                   help="instead of the demo environments, static ones with N items each")
+    p.add_argument(
+        "--static",
+        metavar="N",
+        type=int,
+        nargs="*",
+        help="instead of the demo environments, static ones with N items each",
+    )
     p.add_argument("--max-page-size", type=int, default=MAX_PAGE_SIZE)
     args = p.parse_args(argv)
     if args.static:
         now = time.time()
-        envs = [SimEnvironment(f"env_static{n:04d}", f"static-{n}", items=static_items(count, now, seed=n))
-                for n, count in enumerate(args.static)]
+        envs = [
+            SimEnvironment(f"env_static{n:04d}", f"static-{n}", items=static_items(count, now, seed=n))
+            for n, count in enumerate(args.static)
+        ]
     else:
         envs = demo_environments()
     sim = Simulator(envs, max_page_size=args.max_page_size)
     server = serve(sim, args.host, args.port)
-    print(json.dumps({"url": f"http://{args.host}:{server.server_port}", "api_key": API_KEY,
-                      "environments": {e.id: e.key for e in envs}}), flush=True)
+    print(
+        json.dumps(
+            {
+                "url": f"http://{args.host}:{server.server_port}",
+                "api_key": API_KEY,
+                "environments": {e.id: e.key for e in envs},
+            }
+        ),
+        flush=True,
+    )
     threading.Event().wait()
 
 

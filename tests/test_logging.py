@@ -1,0 +1,87 @@
+"""Log lines: logfmt and JSON, one per failing environment, repeats rate-limited."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+from conftest import FakeClock
+
+from exporter.client import ListingFailed
+from exporter.config import Credentials, Environment, Secret
+from exporter.logs import setup_logging
+from exporter.scrape import FailureLog
+
+ENV = Environment("env_a", "prod", Credentials("api_key", Secret("k"), "test"))
+
+
+@pytest.fixture
+def log_stream():
+    stream = io.StringIO()
+    setup_logging("info", "logfmt", stream)
+    yield stream
+    logging.getLogger().handlers.clear()
+
+
+def lines(stream: io.StringIO) -> list[str]:
+    return stream.getvalue().splitlines()
+
+
+def test_logfmt_quotes_values_that_need_it(log_stream):
+    logging.getLogger("exporter.test").warning(
+        "listing work failed", extra={"environment_id": "env_a", "error": 'HTTP 401 "bad"'}
+    )
+    (line,) = lines(log_stream)
+    assert line.startswith("ts=")
+    assert line.endswith(
+        ' level=warn logger=exporter.test msg="listing work failed" environment_id=env_a '
+        'error="HTTP 401 \\"bad\\""'
+    )
+
+
+def test_json_format():
+    stream = io.StringIO()
+    setup_logging("debug", "json", stream)
+    logging.getLogger("exporter.test").info("hello", extra={"environment_id": "env_a"})
+    logging.getLogger().handlers.clear()
+    doc = json.loads(stream.getvalue())
+    assert {k: doc[k] for k in ("level", "logger", "msg", "environment_id")} == {
+        "level": "info",
+        "logger": "exporter.test",
+        "msg": "hello",
+        "environment_id": "env_a",
+    }
+
+
+def test_level_filters(log_stream):
+    logging.getLogger("exporter.test").debug("hidden")
+    assert lines(log_stream) == []
+
+
+def test_repeated_failures_are_logged_once_per_interval_with_a_count(log_stream):
+    clock = FakeClock()
+    failures = FailureLog(repeat_seconds=300, clock=clock)
+    unauthorized = ListingFailed("http_401", "HTTP 401 authentication_error: no")
+    for _ in range(5):
+        failures.failed(ENV, unauthorized)
+        clock.now += 30
+    assert len(lines(log_stream)) == 1
+    clock.now += 200  # 350 s after the first line
+    failures.failed(ENV, unauthorized)
+    assert len(lines(log_stream)) == 2
+    assert "repeated=4" in lines(log_stream)[1]
+
+
+def test_a_new_kind_of_failure_is_logged_at_once_and_recovery_once(log_stream):
+    clock = FakeClock()
+    failures = FailureLog(repeat_seconds=300, clock=clock)
+    failures.failed(ENV, ListingFailed("http_401", "a"))
+    failures.failed(ENV, ListingFailed("timeout", "b"))
+    failures.succeeded(ENV)
+    failures.succeeded(ENV)
+    out = lines(log_stream)
+    assert len(out) == 3
+    assert "reason=http_401" in out[0] and "reason=timeout" in out[1]
+    assert 'msg="listing work recovered"' in out[2] and "environment_id=env_a" in out[2]
