@@ -51,6 +51,28 @@ DEFAULT_STATE_AGE_BUCKETS = (
 )
 
 
+# Every key the config accepts, by section: anything else is an error.
+KEYS: dict[str, set[str]] = {
+    "": {"api", "scrape", "buckets", "environments"},
+    "api": {
+        "base_url",
+        "credentials",
+        "anthropic_version",
+        "betas",
+        "workspace_id",
+        "page_size",
+        "max_pages",
+        "request_timeout_seconds",
+        "max_retries",
+        "allow_insecure_http",
+    },
+    "credentials": {"type", "value_env", "value_file"},
+    "scrape": {"timeout_seconds", "timeout_offset_seconds", "concurrency"},
+    "buckets": {"heartbeat_age_seconds", "state_age_seconds"},
+    "environments[]": {"id", "name", "credentials", "workspace_id"},
+}
+
+
 class ConfigError(Exception):
     """The config is unusable; `problems` holds one message per problem."""
 
@@ -305,42 +327,16 @@ class _Checker:
     # -- sections -------------------------------------------------------------
 
     def config(self, data: Any) -> Config | None:
-        top = self.mapping(data, "", {"api", "scrape", "buckets", "environments"})
+        top = self.mapping(data, "", KEYS[""])
         if data is not None and not isinstance(data, dict):
             return None
-        api_raw = self.mapping(
-            top.get("api"),
-            "api",
-            {
-                "base_url",
-                "credentials",
-                "anthropic_version",
-                "betas",
-                "workspace_id",
-                "page_size",
-                "max_pages",
-                "request_timeout_seconds",
-                "max_retries",
-                "allow_insecure_http",
-            },
-        )
+        api_raw = self.mapping(top.get("api"), "api", KEYS["api"])
         api = self.api(api_raw)
-        default_creds = (
-            self.credentials(api_raw.get("credentials"), "api.credentials")
-            if api_raw.get("credentials") is not None
-            else None
-        )
-        environments = self.environments(
-            top.get("environments"), default_creds, has_default=api_raw.get("credentials") is not None
-        )
-        scrape = self.scrape(
-            self.mapping(
-                top.get("scrape"), "scrape", {"timeout_seconds", "timeout_offset_seconds", "concurrency"}
-            )
-        )
-        buckets = self.buckets(
-            self.mapping(top.get("buckets"), "buckets", {"heartbeat_age_seconds", "state_age_seconds"})
-        )
+        has_default = api_raw.get("credentials") is not None
+        default_creds = self.credentials(api_raw["credentials"], "api.credentials") if has_default else None
+        environments = self.environments(top.get("environments"), default_creds, has_default=has_default)
+        scrape = self.scrape(self.mapping(top.get("scrape"), "scrape", KEYS["scrape"]))
+        buckets = self.buckets(self.mapping(top.get("buckets"), "buckets", KEYS["buckets"]))
         return Config(environments=tuple(environments), api=api, scrape=scrape, buckets=buckets)
 
     def api(self, m: dict[str, Any]) -> ApiConfig:
@@ -432,7 +428,7 @@ class _Checker:
         return tuple(float(b) for b in raw)
 
     def credentials(self, raw: Any, path: str) -> Credentials | None:
-        m = self.mapping(raw, path, {"type", "value_env", "value_file"})
+        m = self.mapping(raw, path, KEYS["credentials"])
         if not m and raw is not None and not isinstance(raw, dict):
             return None
         kind = m.get("type")
@@ -496,7 +492,7 @@ class _Checker:
         seen: set[str] = set()
         for i, item in enumerate(raw):
             path = f"environments[{i}]"
-            m = self.mapping(item, path, {"id", "name", "credentials", "workspace_id"})
+            m = self.mapping(item, path, KEYS["environments[]"])
             if not isinstance(item, dict):
                 continue
             env_id = self.string(m, "id", path, required=True)

@@ -199,3 +199,31 @@ def test_keys_never_appear_in_repr_or_errors(tmp_path):
         "environments: [{id: e, credentials: {type: bad, value_env: K}}]\n", {"K": "sk-live-123"}
     )
     assert not any("sk-live-123" in p for p in problems)
+
+
+def test_the_example_config_is_valid_and_shows_every_option():
+    from pathlib import Path
+
+    import yaml
+
+    from exporter.config import KEYS, ApiConfig, BucketConfig, ScrapeConfig, load_config
+
+    path = Path(__file__).parent.parent / "config.example.yaml"
+    config = load_config(path, {"ANTHROPIC_ENVIRONMENT_KEY": "e", "STAGING_API_KEY": "s"})
+    assert [e.name for e in config.environments] == ["prod-sandboxes", "staging-sandboxes"]
+    # The values it shows are the defaults.
+    assert (config.api, config.scrape, config.buckets) == (ApiConfig(), ScrapeConfig(), BucketConfig())
+    # Every key, including the commented-out ones, appears in the example.
+    text = path.read_text()
+    uncommented = yaml.safe_load(
+        text.replace("# value_file:", "value_file:").replace("# workspace_id:", "workspace_id:")
+    )
+    shown = {
+        "": set(uncommented),
+        "api": set(uncommented["api"]),
+        "credentials": set(uncommented["api"]["credentials"]),
+        "scrape": set(uncommented["scrape"]),
+        "buckets": set(uncommented["buckets"]),
+        "environments[]": set().union(*map(set, uncommented["environments"])),
+    }
+    assert shown == KEYS
