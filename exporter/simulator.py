@@ -371,6 +371,8 @@ class Simulator:
         self.paused_at: float | None = None
         self.requests = 0  # listing requests answered
         self.connections = 0  # TCP connections accepted
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most listing requests served at the same time
         t0 = clock()
         for env in self.environments.values():
             env.start(t0, warmup)
@@ -432,10 +434,21 @@ class Simulator:
     def _page(
         self, env: SimEnvironment, cursor: str | None, limit: int, request_id: str
     ) -> tuple[int, dict[str, str], bytes]:
-        faults = env.faults
         with self.lock:
             self.requests += 1
             env.requests += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return self._faulty_page(env, cursor, limit, request_id)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _faulty_page(
+        self, env: SimEnvironment, cursor: str | None, limit: int, request_id: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        faults = env.faults
         if faults.latency_seconds:
             self.sleep(faults.latency_seconds)
         for status, rate in faults.error_rates.items():

@@ -345,3 +345,17 @@ def test_web_config_errors_name_the_key(tmp_path, text, expected):
     with pytest.raises(ConfigError) as info:
         load_web_config(tmp_path / "web.yml")
     assert any(expected in p for p in info.value.problems), info.value.problems
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_environments_are_listed_concurrently_up_to_the_configured_bound(concurrency):
+    envs = [static_env(f"env_{n}", 5, NOW, faults=Faults(latency_seconds=0.3)) for n in range(5)]
+    with running_simulator(*envs) as (sim, url):
+        config = config_for(url, *envs, scrape=ScrapeConfig(concurrency=concurrency))
+        with running_exporter(config) as addr:
+            r = httpx.get(f"http://{addr}/metrics", timeout=10)
+    assert r.status_code == 200
+    assert all(
+        sample(r.text, f'anthropic_work_scrape_success{{environment_id="env_{n}"}}') == 1 for n in range(5)
+    )
+    assert sim.max_in_flight == concurrency
