@@ -503,9 +503,11 @@ _ERROR_TYPES = {
 
 
 def _authorised(env: SimEnvironment | None, headers: dict[str, str]) -> bool:
+    """The environment's own key as a bearer token, or the API key (X-Api-Key or bearer)."""
     bearer = headers.get("authorization", "")
     if bearer.startswith("Bearer "):
-        return env is not None and bearer[7:] == env.key
+        token = bearer[7:]
+        return token == API_KEY or (env is not None and token == env.key)
     return headers.get("x-api-key") == API_KEY
 
 

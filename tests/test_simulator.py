@@ -1,0 +1,276 @@
+"""The simulated API behaves like the reference: auth, headers, paging, errors, faults, lifecycle."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+from conftest import FakeClock
+
+from exporter.simulator import (
+    API_KEY,
+    Faults,
+    Item,
+    Profile,
+    SimEnvironment,
+    Simulator,
+    static_items,
+)
+
+T0 = 1_795_348_800.0
+OK_HEADERS = {"anthropic-version": "2023-06-01", "anthropic-beta": "managed-agents-2026-04-01"}
+
+
+def make(*envs: SimEnvironment, **kw) -> tuple[Simulator, FakeClock]:
+    clock = FakeClock(T0)
+    return Simulator(envs, clock=clock, sleep=clock.sleep, **kw), clock
+
+
+def get(sim: Simulator, env: SimEnvironment, headers: dict | None = None, **query):
+    auth = {"authorization": f"Bearer {env.key}"} if headers is None else headers
+    status, out, body = sim.handle(
+        f"/v1/environments/{env.id}/work", {k: [str(v)] for k, v in query.items()}, {**OK_HEADERS, **auth}
+    )
+    return status, out, body
+
+
+def list_all(sim: Simulator, env: SimEnvironment, limit: int = 7) -> list[dict]:
+    items, cursor, pages = [], None, 0
+    while True:
+        query = {"limit": limit, **({"page": cursor} if cursor else {})}
+        status, _, body = get(sim, env, **query)
+        assert status == 200, body
+        doc = json.loads(body)
+        items += doc["data"]
+        cursor, pages = doc["next_page"], pages + 1
+        if not cursor:
+            return items
+        assert pages < 1000
+
+
+@pytest.fixture
+def env() -> SimEnvironment:
+    return SimEnvironment("env_sim", "sim", items=static_items(23, T0))
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {"authorization": "Bearer sk-ant-env-env_sim"},  # the environment key
+        {"x-api-key": API_KEY},  # an API key, as the reference's curl example sends it
+        {"authorization": f"Bearer {API_KEY}"},  # an API key, as the official SDK sends it
+    ],
+)
+def test_both_credential_kinds_are_accepted(env, auth):
+    sim, _ = make(env)
+    assert get(sim, env, auth)[0] == 200
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {},
+        {"authorization": "Bearer wrong"},
+        {"x-api-key": "wrong"},
+        {"authorization": "Basic sk-ant-env-env_sim"},
+    ],
+)
+def test_wrong_credentials_get_a_401_in_the_api_error_shape(env, auth):
+    sim, _ = make(env)
+    status, headers, body = get(sim, env, auth)
+    assert status == 401
+    doc = json.loads(body)
+    assert doc["type"] == "error" and doc["error"]["type"] == "authentication_error"
+    assert headers["request-id"] == doc["request_id"] and doc["request_id"].startswith("req_")
+
+
+def test_another_environments_key_is_refused():
+    a, b = SimEnvironment("env_a", "a"), SimEnvironment("env_b", "b")
+    sim, _ = make(a, b)
+    assert get(sim, b, {"authorization": f"Bearer {a.key}"})[0] == 401
+
+
+@pytest.mark.parametrize(
+    ("drop", "message"),
+    [
+        ("anthropic-version", "anthropic-version: header is required"),
+        ("anthropic-beta", "requires the anthropic-beta header managed-agents-2026-04-01"),
+    ],
+)
+def test_version_and_beta_headers_are_required(env, drop, message):
+    sim, _ = make(env)
+    headers = {k: v for k, v in OK_HEADERS.items() if k != drop}
+    status, _, body = sim.handle(
+        f"/v1/environments/{env.id}/work", {}, {**headers, "authorization": f"Bearer {env.key}"}
+    )
+    assert status == 400
+    assert message in json.loads(body)["error"]["message"]
+
+
+def test_unknown_environment_is_a_404(env):
+    sim, _ = make(env)
+    status, _, body = sim.handle("/v1/environments/env_nope/work", {}, {**OK_HEADERS, "x-api-key": API_KEY})
+    assert (status, json.loads(body)["error"]["type"]) == (404, "not_found_error")
+
+
+@pytest.mark.parametrize("limit", [0, 11, "x"])
+def test_limit_has_a_server_side_maximum(env, limit):
+    sim, _ = make(env, max_page_size=10)
+    assert get(sim, env, limit=limit)[0] == 400
+
+
+def test_paging_lists_every_item_once_with_opaque_cursors(env):
+    sim, _ = make(env)
+    items = list_all(sim, env, limit=5)
+    assert sorted(i["id"] for i in items) == sorted(i.id for i in env.items)
+    _, _, body = get(sim, env, limit=5)
+    cursor = json.loads(body)["next_page"]
+    assert "work_" not in cursor  # opaque, not an id
+    assert get(sim, env, limit=5, page="garbage!")[0] == 400
+
+
+def test_the_default_page_size_is_used_without_a_limit(env):
+    sim, _ = make(env)
+    assert len(json.loads(get(sim, env)[2])["data"]) == 20
+
+
+def test_items_have_every_documented_field_and_never_a_secret(env):
+    sim, _ = make(env)
+    for item in list_all(sim, env):
+        assert set(item) == {
+            "id",
+            "type",
+            "environment_id",
+            "state",
+            "created_at",
+            "acknowledged_at",
+            "started_at",
+            "latest_heartbeat_at",
+            "stop_requested_at",
+            "stopped_at",
+            "metadata",
+            "data",
+            "secret",
+        }
+        assert item["secret"] is None and item["type"] == "work" and item["environment_id"] == "env_sim"
+        for key in ("created_at", "acknowledged_at", "started_at", "latest_heartbeat_at"):
+            if item[key] is not None:
+                assert datetime.fromisoformat(item[key]).tzinfo is not None
+
+
+@pytest.mark.parametrize("status", ["401", "404", "429", "500", "529"])
+def test_error_rate_faults(env, status):
+    env.faults = Faults(error_rates={status: 1.0}, retry_after_seconds=2)
+    sim, _ = make(env)
+    code, headers, body = get(sim, env)
+    assert code == int(status)
+    assert json.loads(body)["type"] == "error"
+    assert headers.get("retry-after") == ("2" if status == "429" else None)
+
+
+def test_html_error_pages(env):
+    env.faults = Faults(error_rates={"500": 1.0}, html_errors=True)
+    sim, _ = make(env)
+    code, headers, body = get(sim, env)
+    assert (code, headers["content-type"]) == (500, "text/html")
+    assert body.startswith(b"<html>")
+
+
+def test_latency_is_added_to_every_page(env):
+    env.faults = Faults(latency_seconds=0.25)
+    sim, clock = make(env)
+    list_all(sim, env, limit=10)
+    assert clock.sleeps == [0.25, 0.25, 0.25]
+
+
+def test_truncated_json(env):
+    env.faults = Faults(truncated_json=1.0)
+    sim, _ = make(env)
+    with pytest.raises(ValueError):
+        json.loads(get(sim, env)[2])
+
+
+def test_repeated_cursor(env):
+    env.faults = Faults(repeat_cursor=True)
+    sim, _ = make(env)
+    first = json.loads(get(sim, env, limit=5)[2])["next_page"]
+    second = json.loads(get(sim, env, limit=5, page=first)[2])["next_page"]
+    assert first == second
+
+
+def test_empty_pages_come_before_each_page_of_items(env):
+    env.faults = Faults(empty_pages=2)
+    sim, _ = make(env)
+    status, _, body = get(sim, env, limit=10)
+    assert (status, json.loads(body)["data"]) == (200, [])
+    assert len(list_all(sim, env, limit=10)) == 23
+
+
+def test_a_live_item_walks_its_whole_lifecycle_and_heartbeats():
+    item = Item(
+        "work_1",
+        "session_1",
+        created=100.0,
+        acknowledged=110.0,
+        started=115.0,
+        stop_requested=200.0,
+        stopped=205.0,
+        first_heartbeat=112.0,
+        heartbeat_interval=5.0,
+    )
+    assert [item.state(t) for t in (105, 111, 120, 201, 300)] == [
+        "queued",
+        "starting",
+        "active",
+        "stopping",
+        "stopped",
+    ]
+    assert item.latest_heartbeat(111.0) is None
+    assert item.latest_heartbeat(130.0) == 127.0
+    assert item.latest_heartbeat(999.0) == 202.0  # none after it stopped
+    dead = Item(
+        "work_2",
+        "s",
+        created=100.0,
+        acknowledged=110.0,
+        started=115.0,
+        stop_requested=900.0,
+        stopped=905.0,
+        first_heartbeat=112.0,
+        heartbeat_interval=5.0,
+        dies=150.0,
+    )
+    assert dead.state(600.0) == "active" and dead.latest_heartbeat(600.0) == 147.0
+
+
+def test_live_environments_move_and_their_ground_truth_matches_the_listing():
+    env = SimEnvironment(
+        "env_live",
+        "live",
+        seed=7,
+        profile=Profile(arrivals_per_second=0.5, worker_death_rate=0.3, queue_wait=30),
+    )
+    sim, clock = make(env)
+    first = sim.truth(env.id)
+    clock.now += 120
+    later = sim.truth(env.id)
+    assert first != later
+    sim.pause()
+    items = list_all(sim, env, limit=13)
+    truth = sim.truth(env.id)
+    listed = {s: sum(1 for i in items if i["state"] == s) for s in truth["items"]}
+    assert listed == truth["items"]
+    assert sum(truth["items"].values()) > 50
+    assert truth["items"]["active"] > 0 and truth["items"]["stopped"] > 0
+    assert any(age > 60 for age in truth["heartbeat_ages"]["active"])  # dead workers
+
+
+def test_the_demo_environments_differ_in_character():
+    from exporter.simulator import demo_environments
+
+    sim, _ = make(*demo_environments())
+    busy, idle, dying = (sim.truth(e) for e in sim.environments)
+    assert sum(busy["items"].values()) > 10 * sum(idle["items"].values())
+    assert max(dying["heartbeat_ages"]["active"]) > 300
+    assert max(busy["heartbeat_ages"]["active"]) < 10
