@@ -1,0 +1,202 @@
+"""End to end: the exporter and the simulator as separate processes over real sockets.
+
+Every number on /metrics is compared with the simulator's own ground truth. The
+simulator is paused, so the items stand still; ages move with the clock, so the
+truth is taken just before and just after the scrape and every age-derived value
+must lie between the two (and bucket counts must equal them when both agree).
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+
+import httpx
+import pytest
+import yaml
+from processes import exporter_process, simulator_process
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.config import DEFAULT_HEARTBEAT_BUCKETS, DEFAULT_STATE_AGE_BUCKETS
+
+SIZES = ("40", "250", "0", "7")
+TIMEOUT_HEADER = {"X-Prometheus-Scrape-Timeout-Seconds": "4"}
+
+
+def samples(body: str) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(metrics: dict, name: str, **labels: str) -> float | None:
+    return metrics.get((name, tuple(sorted(labels.items()))))
+
+
+def cumulative(ages: list[float], bounds: tuple[float, ...]) -> list[int]:
+    counts = [0] * (len(bounds) + 1)
+    for age in ages:
+        counts[bisect_left(bounds, age)] += 1
+    return [sum(counts[: i + 1]) for i in range(len(counts))]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """One simulator process with four static environments, one exporter process watching them."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    with simulator_process("--static", *SIZES) as sim:
+        env_ids = list(sim["environments"])
+        environments = [
+            {
+                "id": e,
+                "name": f"static-{n}",
+                "credentials": {"type": "environment_key", "value_env": f"KEY_{n}"},
+            }
+            for n, e in enumerate(env_ids)
+        ]
+        config = {"api": {"base_url": sim["url"]}, "environments": environments}
+        (tmp / "config.yaml").write_text(yaml.safe_dump(config))
+        keys = {f"KEY_{n}": key for n, key in enumerate(sim["environments"].values())}
+        with exporter_process("--config.file", "config.yaml", env=keys, cwd=tmp) as (url, log):
+            httpx.post(f"{sim['url']}/_sim/pause")
+            yield {"sim": sim["url"], "exporter": url, "envs": env_ids, "log": log, "keys": keys}
+
+
+def truth(stack: dict, env_id: str, now: float) -> dict:
+    return httpx.get(f"{stack['sim']}/_sim/truth", params={"environment_id": env_id, "now": now}).json()
+
+
+def scrape_with_truth(stack: dict, path: str = "/metrics", **params) -> tuple[httpx.Response, dict, dict]:
+    before = time.time()
+    response = httpx.get(stack["exporter"] + path, params=params, headers=TIMEOUT_HEADER, timeout=10)
+    after = time.time()
+    early = {e: truth(stack, e, before) for e in stack["envs"]}
+    late = {e: truth(stack, e, after) for e in stack["envs"]}
+    return response, early, late
+
+
+def assert_exact(metrics: dict, env_id: str, early: dict, late: dict) -> None:
+    assert value(metrics, "anthropic_work_scrape_success", environment_id=env_id) == 1
+    for state, count in early["items"].items():
+        assert value(metrics, "anthropic_work_items", environment_id=env_id, state=state) == count
+    for state, count in early["without_heartbeat"].items():
+        assert (
+            value(metrics, "anthropic_work_items_without_heartbeat", environment_id=env_id, state=state)
+            == count
+        )
+    for family, key, bounds in (
+        ("heartbeat_age", "heartbeat_ages", DEFAULT_HEARTBEAT_BUCKETS),
+        ("state_age", "state_ages", DEFAULT_STATE_AGE_BUCKETS),
+    ):
+        for state in early[key]:
+            lo, hi = early[key][state], late[key][state]
+            labels = {"environment_id": env_id, "state": state}
+            name = f"anthropic_work_{family}_seconds"
+            got = [
+                value(metrics, f"{name}_bucket", le=le, **labels)
+                for le in [*(repr(b) for b in bounds), "+Inf"]
+            ]
+            expected_lo, expected_hi = cumulative(lo, bounds), cumulative(hi, bounds)
+            # Older at "after": counts in low buckets can only fall between the two.
+            assert all(b <= g <= a for g, a, b in zip(got, expected_lo, expected_hi, strict=True)), (
+                state,
+                got,
+                expected_lo,
+                expected_hi,
+            )
+            assert value(metrics, f"{name}_gcount", **labels) == len(lo)
+            assert sum(lo) - 1e-6 <= value(metrics, f"{name}_gsum", **labels) <= sum(hi) + 1e-6
+            assert (
+                max(lo, default=0) - 1e-6
+                <= value(metrics, f"anthropic_work_{family}_max_seconds", **labels)
+                <= max(hi, default=0) + 1e-6
+            )
+
+
+def test_every_number_matches_the_simulators_ground_truth(stack):
+    response, early, late = scrape_with_truth(stack)
+    assert response.status_code == 200
+    metrics = samples(response.text)
+    for env_id in stack["envs"]:
+        assert_exact(metrics, env_id, early[env_id], late[env_id])
+    assert (
+        sum(
+            value(metrics, "anthropic_work_items", environment_id=stack["envs"][1], state=s)
+            for s in early[stack["envs"][1]]["items"]
+        )
+        == 250
+    )
+
+
+def test_probe_matches_the_ground_truth_for_one_environment(stack):
+    env_id = stack["envs"][0]
+    response, early, late = scrape_with_truth(stack, "/probe", environment_id=env_id)
+    metrics = samples(response.text)
+    assert_exact(metrics, env_id, early[env_id], late[env_id])
+    assert {
+        labels
+        for (_, labels) in metrics
+        if labels and dict(labels).get("environment_id") not in (None, env_id)
+    } == set()
+
+
+FAULTS = [
+    ("401", {"error_rates": {"401": 1.0}}, 0),
+    ("404", {"error_rates": {"404": 1.0}}, 0),
+    ("429-retry-after", {"error_rates": {"429": 1.0}, "retry_after_seconds": 0.2}, 0),
+    ("500", {"error_rates": {"500": 1.0}}, 0),
+    ("529", {"error_rates": {"529": 1.0}}, 0),
+    ("html-error-page", {"error_rates": {"502": 1.0}, "html_errors": True}, 0),
+    ("truncated-json", {"truncated_json": 1.0}, 0),
+    ("repeated-cursor", {"repeat_cursor": True}, 0),
+    ("empty-pages", {"empty_pages": 2}, 1),  # legal: the listing still completes, exactly
+    ("flaky-500", {"error_rates": {"500": 0.3}}, None),  # retried: may or may not complete
+    ("latency-past-deadline", {"latency_seconds": 6.0}, 0),  # keep last: its listing outlives the scrape
+]
+
+
+@pytest.mark.parametrize(("fault", "settings", "success"), FAULTS, ids=[f[0] for f in FAULTS])
+def test_each_fault_leaves_the_other_environments_exact_and_the_answer_on_time(
+    stack, fault, settings, success
+):
+    faulty = stack["envs"][1]  # the 250-item environment: several pages
+    httpx.post(
+        f"{stack['sim']}/_sim/faults", params={"environment_id": faulty}, json=settings
+    ).raise_for_status()
+    try:
+        started = time.monotonic()
+        response, early, late = scrape_with_truth(stack)
+        elapsed = time.monotonic() - started
+    finally:
+        httpx.post(f"{stack['sim']}/_sim/faults", params={"environment_id": faulty}, json={})
+    assert response.status_code == 200
+    assert elapsed < 4.0
+    metrics = samples(response.text)
+    for env_id in stack["envs"]:
+        if env_id != faulty:
+            assert_exact(metrics, env_id, early[env_id], late[env_id])
+    got = value(metrics, "anthropic_work_scrape_success", environment_id=faulty)
+    if success == 1:
+        assert_exact(metrics, faulty, early[faulty], late[faulty])
+    elif success == 0:
+        assert got == 0
+        assert value(metrics, "anthropic_work_items", environment_id=faulty, state="queued") is None
+    else:
+        assert got in (0, 1)
+
+
+def test_failures_are_logged_without_keys(stack):
+    faulty = stack["envs"][2]
+    httpx.post(
+        f"{stack['sim']}/_sim/faults", params={"environment_id": faulty}, json={"error_rates": {"403": 1.0}}
+    ).raise_for_status()
+    try:
+        httpx.get(stack["exporter"] + "/metrics", timeout=10)
+    finally:
+        httpx.post(f"{stack['sim']}/_sim/faults", params={"environment_id": faulty}, json={})
+    text = stack["log"].read_text()
+    assert f"environment_id={faulty} environment_name=static-2 reason=http_403" in text
+    for key in stack["keys"].values():
+        assert key not in text
