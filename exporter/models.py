@@ -8,7 +8,7 @@ work item only the state and the timestamps the metrics need are kept; the
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, NamedTuple
 
 KNOWN_STATES = ("queued", "starting", "active", "stopping", "stopped")
@@ -73,32 +73,33 @@ def parse_error(body: Any) -> tuple[str, str]:
     return "", ""
 
 
-# RFC 3339 date-time: T (or t, or space as RFC 3339 section 5.6 permits), up to
-# 9 fraction digits, Z/z or a numeric offset. Stricter than fromisoformat.
-_RFC3339 = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d\d):(\d\d))"
-)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# RFC 3339 date-time: T (or t, or space as RFC 3339 section 5.6 permits), up to 9
+# fraction digits, Z/z or a numeric offset. The regex is the strictness (no dates
+# alone, no missing offset, no week dates); datetime.fromisoformat, in C, does the
+# calendar arithmetic and rejects month 13, hour 24, second 60, offset +25:00.
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d([Tt ])\d\d:\d\d:\d\d(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)")
 
 
 def parse_timestamp(value: Any) -> float | None:
-    """RFC 3339 string to Unix seconds; None for null or anything unparseable."""
+    """RFC 3339 string to Unix seconds; None for null or anything unparseable.
+
+    Fraction digits past the sixth (nanoseconds) are dropped: a float of Unix
+    seconds cannot hold them anyway.
+    """
     if not isinstance(value, str):
         return None
     m = _RFC3339.fullmatch(value)
     if m is None:
         return None
-    year, month, day, hour, minute, second, frac, z, sign, oh, om = m.groups()
+    separator, fraction, zone = m.groups()
+    if separator != "T" or zone == "z" or (fraction is not None and len(fraction) > 6):
+        # The rare spellings fromisoformat does not take: rewrite them in the common one.
+        value = (
+            f"{value[:10]}T{value[11:19]}"
+            + (f".{fraction[:6]}" if fraction else "")
+            + ("Z" if zone in "Zz" else zone)
+        )
     try:
-        stamp = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC)
-    except ValueError:  # day 31 of a 30-day month, second 60, ...
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:  # a calendar or clock value out of range
         return None
-    seconds = (stamp - _EPOCH).total_seconds()
-    if frac:
-        seconds += int(frac) / 10 ** len(frac)
-    if not z:
-        if int(oh) > 23 or int(om) > 59:
-            return None
-        offset = timedelta(hours=int(oh), minutes=int(om)).total_seconds()
-        seconds += -offset if sign == "+" else offset
-    return seconds

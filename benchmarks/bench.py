@@ -1,0 +1,332 @@
+"""Benchmark: the exporter's /metrics against the floor, in one run, on this machine.
+
+    python benchmarks/bench.py                 # the full run (a few minutes)
+    python benchmarks/bench.py --smoke         # tiny sizes: checks the harness, not speed
+    python benchmarks/bench.py --plot benchmarks/scaling.png --json benchmarks/results.json
+
+Three processes: the simulator (paused, so every run lists the same items), the
+exporter (its CLI, as users run it) and the floor (`floor.py`: the same pages
+fetched with plain httpx at the same concurrency, decoding only the cursor).
+Runs alternate floor / exporter and figures are medians.
+
+- wall: exporter `/metrics` time vs the floor's fetch time (target <= 1.15x)
+- CPU per item beyond the floor's: (exporter CPU - floor CPU) / items (target <= 10 us)
+- latency: with 50 ms per page, wall vs pages x latency per environment (target within 5 %)
+- memory: exporter peak RSS (VmHWM) from 10k to 1M items (target growth < 25 MB)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def simulator(sizes: list[int]) -> Iterator[dict]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter.simulator", "--port", "0", "--static", *map(str, sizes)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        info = json.loads(proc.stdout.readline())
+        httpx.post(f"{info['url']}/_sim/pause").raise_for_status()
+        yield info
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def exporter(sim: dict, page_size: int, concurrency: int, max_pages: int) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        envs = "".join(
+            f"  - id: {e}\n    credentials: {{type: environment_key, value_env: K{n}}}\n"
+            for n, e in enumerate(sim["environments"])
+        )
+        Path(tmp, "config.yaml").write_text(
+            f"api:\n  base_url: {sim['url']}\n  page_size: {page_size}\n  max_pages: {max_pages}\n"
+            f"  request_timeout_seconds: 120\nscrape:\n  concurrency: {concurrency}\n"
+            f"environments:\n{envs}"
+        )
+        keys = {f"K{n}": k for n, k in enumerate(sim["environments"].values())}
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "--config.file",
+                "config.yaml",
+                "--web.listen-address",
+                f"127.0.0.1:{port}",
+                "--log.level",
+                "error",
+            ],
+            cwd=tmp,
+            env={**os.environ, **keys},
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(300):
+                with contextlib.suppress(httpx.TransportError):
+                    if httpx.get(f"{url}/-/ready").status_code == 200:
+                        break
+                time.sleep(0.05)  # waiting for a process to open its port
+            yield url, proc.pid
+        finally:
+            proc.terminate()
+            proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK  # utime + stime
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+def scrape(url: str, pid: int) -> tuple[float, float, str]:
+    cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+    r = httpx.get(f"{url}/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": "600"}, timeout=600)
+    wall, cpu = time.monotonic() - wall0, cpu_seconds(pid) - cpu0
+    r.raise_for_status()
+    success = [line for line in r.text.splitlines() if line.startswith("anthropic_work_scrape_success{")]
+    if not success or not all(line.endswith(" 1.0") for line in success):
+        raise RuntimeError(f"a listing failed during the benchmark: {success}")
+    return wall, cpu, r.text
+
+
+def floor(sim: dict, page_size: int, concurrency: int) -> dict:
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "floor.py"),
+            "--url",
+            sim["url"],
+            "--keys",
+            json.dumps(sim["environments"]),
+            "--page-size",
+            str(page_size),
+            "--concurrency",
+            str(concurrency),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    return json.loads(out.stdout)
+
+
+def compare(
+    envs: int, items: int, page_size: int, concurrency: int, repeat: int, latency: float = 0.0
+) -> dict:
+    """Floor and exporter, alternating, on `envs` environments of `items` items each."""
+    with simulator([items] * envs) as sim:
+        if latency:
+            for env_id in sim["environments"]:
+                httpx.post(
+                    f"{sim['url']}/_sim/faults",
+                    params={"environment_id": env_id},
+                    json={"latency_seconds": latency},
+                ).raise_for_status()
+        pages = -(-items // page_size) if items else 1
+        with exporter(sim, page_size, concurrency, max_pages=pages + 10) as (url, pid):
+            floor(sim, page_size, concurrency)  # warm the simulator's page cache
+            scrape(url, pid)  # and the exporter's connections
+            floors, exps = [], []
+            for _ in range(repeat):
+                floors.append(floor(sim, page_size, concurrency))
+                wall, cpu, _ = scrape(url, pid)
+                exps.append({"wall": wall, "cpu": cpu})
+            rss = peak_rss_mb(pid)
+    total = envs * items
+    floor_wall = statistics.median(f["wall"] for f in floors)
+    exp_wall = statistics.median(e["wall"] for e in exps)
+    floor_cpu = statistics.median(f["cpu"] for f in floors)
+    exp_cpu = statistics.median(e["cpu"] for e in exps)
+    return {
+        "envs": envs,
+        "items_per_env": items,
+        "items": total,
+        "page_size": page_size,
+        "concurrency": concurrency,
+        "latency": latency,
+        "pages_per_env": pages,
+        "repeat": repeat,
+        "floor_wall": floor_wall,
+        "exporter_wall": exp_wall,
+        "wall_ratio": exp_wall / floor_wall,
+        "floor_cpu": floor_cpu,
+        "exporter_cpu": exp_cpu,
+        "cpu_us_per_item_beyond_floor": (exp_cpu - floor_cpu) / total * 1e6 if total else 0.0,
+        "floor_cpu_us_per_item": floor_cpu / total * 1e6 if total else 0.0,
+        "peak_rss_mb": rss,
+    }
+
+
+def memory(sizes: list[int], page_size: int) -> list[dict]:
+    """Peak RSS of a fresh exporter after listing one environment of each size."""
+    rows = []
+    for size in sizes:
+        with simulator([size]) as sim:
+            floor(sim, page_size, 1)  # build the simulator's pages first: not the exporter's time
+            with exporter(sim, page_size, 1, max_pages=size // page_size + 10) as (url, pid):
+                idle = peak_rss_mb(pid)
+                wall, cpu, _ = scrape(url, pid)
+                rows.append(
+                    {
+                        "items": size,
+                        "idle_rss_mb": idle,
+                        "peak_rss_mb": peak_rss_mb(pid),
+                        "wall": wall,
+                        "cpu_us_per_item": cpu / size * 1e6,
+                    }
+                )
+    return rows
+
+
+def machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, for CI")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--json", type=Path, help="write every figure here")
+    p.add_argument("--plot", type=Path, help="write the scaling plot (PNG; needs matplotlib)")
+    args = p.parse_args()
+    if args.smoke:
+        envs, items, sizes, repeat, latency = 3, 300, [1_000, 5_000], 2, 0.01
+    else:
+        envs, items, sizes, repeat, latency = 20, 5_000, [10_000, 100_000, 1_000_000], args.repeat, 0.05
+
+    print(f"machine: {machine()}")
+    plain = compare(envs, items, page_size=100, concurrency=envs, repeat=repeat)
+    slow = compare(envs, items, page_size=100, concurrency=envs, repeat=max(1, repeat // 2), latency=latency)
+    mem = memory(sizes, page_size=500)
+    ideal = slow["pages_per_env"] * latency
+    growth = mem[-1]["peak_rss_mb"] - mem[0]["peak_rss_mb"]
+
+    rows = [
+        (
+            "wall, exporter / floor",
+            f"{plain['exporter_wall']:.3f}s / {plain['floor_wall']:.3f}s",
+            f"{plain['wall_ratio']:.3f}x",
+            "<= 1.15x",
+            plain["wall_ratio"] <= 1.15,
+        ),
+        (
+            "CPU per item beyond the floor",
+            f"{plain['exporter_cpu']:.2f}s vs {plain['floor_cpu']:.2f}s CPU",
+            f"{plain['cpu_us_per_item_beyond_floor']:.2f} us",
+            "<= 10 us",
+            plain["cpu_us_per_item_beyond_floor"] <= 10,
+        ),
+        (
+            f"wall with {latency * 1000:g} ms/page vs pages x latency",
+            f"{slow['exporter_wall']:.3f}s vs {ideal:.3f}s",
+            f"{slow['exporter_wall'] / ideal:.3f}x",
+            "<= 1.05x",
+            slow["exporter_wall"] <= ideal * 1.05,
+        ),
+        (
+            f"peak RSS growth {sizes[0]:,} -> {sizes[-1]:,} items",
+            " -> ".join(f"{m['peak_rss_mb']:.1f}" for m in mem) + " MB",
+            f"{growth:+.1f} MB",
+            "< 25 MB",
+            growth < 25,
+        ),
+    ]
+    print(
+        f"\n{envs} environments x {items:,} items, page size 100, concurrency {envs}, "
+        f"medians of {repeat} alternating runs\n"
+    )
+    print("| measure | measured | result | target | met |\n|---|---|---|---|---|")
+    for name, measured, result, target, met in rows:
+        print(f"| {name} | {measured} | {result} | {target} | {'yes' if met else 'NO'} |")
+    print("\n| items | peak RSS | idle RSS | wall | CPU per item |\n|---|---|---|---|---|")
+    for m in mem:
+        print(
+            f"| {m['items']:,} | {m['peak_rss_mb']:.1f} MB | {m['idle_rss_mb']:.1f} MB | {m['wall']:.2f}s | "
+            f"{m['cpu_us_per_item']:.1f} us |"
+        )
+    if args.json:
+        args.json.write_text(
+            json.dumps({"machine": machine(), "plain": plain, "latency": slow, "memory": mem}, indent=2)
+            + "\n"
+        )
+    if args.plot:
+        plot(mem, args.plot)
+
+
+def plot(mem: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    items = [m["items"] for m in mem]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(items, [m["peak_rss_mb"] for m in mem], "o-", label="peak RSS")
+    left.plot(items, [m["idle_rss_mb"] for m in mem], "o--", label="RSS before the scrape")
+    left.set(
+        xscale="log",
+        xlabel="work items in one environment",
+        ylabel="MB",
+        title="Exporter memory",
+        ylim=(0, None),
+    )
+    left.legend()
+    right.plot(items, [m["wall"] for m in mem], "o-")
+    right.set(
+        xscale="log",
+        yscale="log",
+        xlabel="work items in one environment",
+        ylabel="seconds",
+        title="/metrics wall time",
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()
