@@ -324,11 +324,13 @@ def static_items(count: int, now: float, seed: int = 0) -> list[Item]:
 def demo_environments() -> list[SimEnvironment]:
     """Three environments of different character, for --demo."""
     return [
+        # Busy enough to be rate-limited now and then: the exporter retries those 429s.
         SimEnvironment(
             "env_01demoBusySandboxes00",
             "busy-sandboxes",
             seed=1,
             profile=Profile(arrivals_per_second=2.0, queue_wait=20, run_time=120),
+            faults=Faults(error_rates={"429": 0.05}, retry_after_seconds=0.05),
         ),
         SimEnvironment(
             "env_01demoIdleSandboxes00",
