@@ -1,0 +1,269 @@
+"""Proof with the real programs: Prometheus scrapes `--demo`, every dashboard query returns data,
+and a stale-heartbeat alert goes through a real Alertmanager to a webhook on loopback.
+
+The demo's dying-workers environment is where the stale heartbeat happens: its
+simulated workers die mid-session and stop heartbeating.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from processes import exporter_process, free_port
+from tools import require
+
+ROOT = Path(__file__).parent.parent
+DYING = "env_01demoDyingWorkers000"
+DEMO_ENVS = ("env_01demoBusySandboxes00", "env_01demoIdleSandboxes00", DYING)
+JOB = "anthropic-work"
+SCRAPE_INTERVAL = 2
+
+
+def wait_for(what: str, check, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.25)  # polling another process's state: nothing to wait on
+
+
+@contextlib.contextmanager
+def daemon(args: list[str], log: Path, ready_url: str) -> Iterator[None]:
+    with open(log, "w") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+
+        def ready() -> bool:
+            assert process.poll() is None, log.read_text()
+            with contextlib.suppress(httpx.TransportError):
+                return httpx.get(ready_url, timeout=1).status_code == 200
+            return False
+
+        wait_for(f"{args[0]} to be ready", ready, 30)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[tuple[str, list[dict]]]:
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/alerts", received
+    finally:
+        server.shutdown()
+
+
+def fast_rules(tmp: Path) -> Path:
+    """The bundled rules, with every `for` cut to one second so the test need not wait minutes."""
+    rules = yaml.safe_load((ROOT / "rules" / "anthropic-work.rules.yml").read_text())
+    for group in rules["groups"]:
+        group["interval"] = "1s"
+        for rule in group["rules"]:
+            if "for" in rule:
+                rule["for"] = "1s"
+    path = tmp / "rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    prometheus, alertmanager = require("prometheus"), require("prometheus-alertmanager")
+    tmp = tmp_path_factory.mktemp("prometheus")
+    with exporter_process("--demo", cwd=tmp) as (exporter_url, _log), webhook_receiver() as (hook, received):
+        am_port, prom_port = free_port(), free_port()
+        (tmp / "alertmanager.yml").write_text(
+            yaml.safe_dump(
+                {
+                    "route": {
+                        "receiver": "test",
+                        "group_by": ["alertname", "environment_id"],
+                        "group_wait": "1s",
+                        "group_interval": "1s",
+                        "repeat_interval": "1h",
+                    },
+                    "receivers": [
+                        {"name": "test", "webhook_configs": [{"url": hook, "send_resolved": False}]}
+                    ],
+                }
+            )
+        )
+        (tmp / "prometheus.yml").write_text(
+            yaml.safe_dump(
+                {
+                    "global": {
+                        "scrape_interval": f"{SCRAPE_INTERVAL}s",
+                        "scrape_timeout": f"{SCRAPE_INTERVAL}s",
+                        "evaluation_interval": "1s",
+                    },
+                    "rule_files": [str(fast_rules(tmp))],
+                    "alerting": {
+                        "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]
+                    },
+                    "scrape_configs": [
+                        {
+                            "job_name": JOB,
+                            "static_configs": [{"targets": [exporter_url.removeprefix("http://")]}],
+                        }
+                    ],
+                }
+            )
+        )
+        am_args = [
+            alertmanager,
+            f"--config.file={tmp / 'alertmanager.yml'}",
+            f"--storage.path={tmp / 'am'}",
+            f"--web.listen-address=127.0.0.1:{am_port}",
+            "--cluster.listen-address=",
+        ]
+        prom_args = [
+            prometheus,
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ]
+        with (
+            daemon(am_args, tmp / "am.log", f"http://127.0.0.1:{am_port}/-/ready"),
+            daemon(prom_args, tmp / "prom.log", f"http://127.0.0.1:{prom_port}/-/ready"),
+        ):
+            api = f"http://127.0.0.1:{prom_port}/api/v1"
+            # Enough scrapes for rate() to have two samples in every series.
+            wait_for(
+                "three successful scrapes of every demo environment",
+                lambda: (
+                    len(query(api, f'count_over_time(anthropic_work_scrape_success{{job="{JOB}"}}[1m]) >= 3'))
+                    == 3
+                ),
+                90,
+            )
+            # The demo's busy environment is rate-limited now and then (5 % of pages); the 429
+            # panel has data once one happened and was scraped twice.
+            wait_for(
+                "a 429 in the demo, scraped twice",
+                lambda: query(
+                    api,
+                    f'count_over_time(anthropic_work_api_requests_total{{job="{JOB}", code="429"}}[1m]) >= 2',
+                ),
+                90,
+            )
+            yield {"api": api, "received": received}
+
+
+def query(api: str, expr: str) -> list[dict]:
+    response = httpx.get(f"{api}/query", params={"query": expr}, timeout=10).json()
+    assert response["status"] == "success", (expr, response)
+    return response["data"]["result"]
+
+
+def fill(expr: str, environment_regex: str) -> str:
+    """Template variables as Grafana fills them: All is the regex of every value."""
+    return (
+        expr.replace("$job", JOB)
+        .replace("$environment_id", environment_regex)
+        .replace("$__rate_interval", f"{4 * SCRAPE_INTERVAL}s")
+    )
+
+
+DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+
+
+def dashboard_targets() -> list[tuple[str, str, str, bool]]:
+    """(dashboard, panel title, expr, whether the panel sits in a row repeated per environment)."""
+    out = []
+    for path in DASHBOARDS:
+        repeated = False
+        for top in json.loads(path.read_text())["panels"]:
+            if top["type"] == "row":
+                repeated = top.get("repeat") == "environment_id"
+            for panel in [top, *top.get("panels", [])]:
+                out.extend((path.stem, panel["title"], t["expr"], repeated) for t in panel.get("targets", []))
+    return out
+
+
+TARGETS = dashboard_targets()
+
+
+@pytest.mark.parametrize(
+    ("dashboard", "panel", "expr", "repeated"), TARGETS, ids=[f"{d}:{p}:{e[:30]}" for d, p, e, _ in TARGETS]
+)
+def test_every_dashboard_query_returns_data_from_a_real_prometheus(stack, dashboard, panel, expr, repeated):
+    everything = "|".join(DEMO_ENVS)
+    assert query(stack["api"], fill(expr, everything)), f"{dashboard} / {panel}: no data for {expr}"
+    if repeated:  # a row repeated per environment: each environment's copy has data
+        for env_id in DEMO_ENVS:
+            assert query(stack["api"], fill(expr, env_id)), f"{dashboard} / {panel}: no data for {env_id}"
+
+
+def test_template_variable_queries_find_the_job_and_every_environment(stack):
+    jobs = httpx.get(
+        f"{stack['api']}/label/job/values", params={"match[]": "anthropic_work_scrape_success"}
+    ).json()["data"]
+    envs = httpx.get(
+        f"{stack['api']}/label/environment_id/values",
+        params={"match[]": f'anthropic_work_scrape_success{{job=~"{JOB}"}}'},
+    ).json()["data"]
+    assert jobs == [JOB]
+    assert sorted(envs) == sorted(DEMO_ENVS)
+
+
+def test_recording_rules_produce_series(stack):
+    for record in (
+        "environment_id:anthropic_work_queue_wait_seconds:p90",
+        "environment_id_state:anthropic_work_heartbeat_older_than_60s:count",
+    ):
+        wait_for(record, lambda r=record: query(stack["api"], r), 30)
+
+
+def test_a_stale_heartbeat_alert_reaches_alertmanager_and_the_webhook(stack):
+    def delivered() -> list[dict]:
+        return [
+            a
+            for payload in stack["received"]
+            for a in payload["alerts"]
+            if a["labels"]["alertname"] == "AnthropicWorkStaleHeartbeat"
+            and a["labels"]["environment_id"] == DYING
+        ]
+
+    (alert, *_) = wait_for("AnthropicWorkStaleHeartbeat at the webhook", delivered, 90)
+    assert alert["status"] == "firing"
+    assert alert["labels"]["severity"] == "critical"
+    assert alert["labels"]["job"] == JOB and alert["labels"]["state"] == "active"
+    assert alert["annotations"]["summary"].endswith(f"in environment {DYING}")
+    assert alert["annotations"]["runbook_url"] == "docs/runbooks.md#anthropicworkstaleheartbeat"
+    # The healthy environments' workers heartbeat: no stale-heartbeat alert for them.
+    busy = [
+        a
+        for p in stack["received"]
+        for a in p["alerts"]
+        if a["labels"].get("environment_id") == DEMO_ENVS[0] and "StaleHeartbeat" in a["labels"]["alertname"]
+    ]
+    assert busy == []

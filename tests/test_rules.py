@@ -1,0 +1,71 @@
+"""The bundled alert and recording rules: promtool clean, unit-tested, documented."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from tools import require
+
+ROOT = Path(__file__).parent.parent
+RULES = ROOT / "rules" / "anthropic-work.rules.yml"
+RULE_TESTS = ROOT / "rules" / "tests" / "anthropic-work.test.yml"
+RUNBOOKS = (ROOT / "docs" / "runbooks.md").read_text()
+
+
+def alerts() -> list[dict]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [r for g in groups for r in g["rules"] if "alert" in r]
+
+
+def recordings() -> list[dict]:
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    return [r for g in groups for r in g["rules"] if "record" in r]
+
+
+def test_promtool_check_rules_is_clean():
+    result = subprocess.run(
+        [require("promtool"), "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(alerts()) + len(recordings())} rules found" in result.stdout
+
+
+def test_promtool_rule_unit_tests_pass():
+    result = subprocess.run(
+        [require("promtool"), "test", "rules", str(RULE_TESTS)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_alert_has_a_firing_and_a_quiet_case_and_every_recording_rule_a_case():
+    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    cases = [c for t in tests for c in t.get("alert_rule_test", [])]
+    for alert in alerts():
+        mine = [c for c in cases if c["alertname"] == alert["alert"]]
+        assert any(c["exp_alerts"] for c in mine), f"{alert['alert']} never fires in a test"
+        assert any(not c["exp_alerts"] for c in mine), f"{alert['alert']} is never tested quiet"
+    exprs = " ".join(c["expr"] for t in tests for c in t.get("promql_expr_test", []))
+    for rule in recordings():
+        assert rule["record"] in exprs, f"{rule['record']} has no test"
+
+
+@pytest.mark.parametrize("alert", alerts(), ids=lambda a: a["alert"])
+def test_each_alert_is_labelled_annotated_and_has_a_runbook(alert):
+    assert alert["labels"]["severity"] in ("critical", "warning")
+    annotations = alert["annotations"]
+    assert set(annotations) == {"summary", "description", "runbook_url"}
+    if alert["alert"] != "AnthropicWorkExporterDown":
+        assert "{{ $labels.environment_id }}" in annotations["summary"]
+        assert "{{ $labels.environment_id }}" in annotations["description"]
+    anchor = annotations["runbook_url"].split("#", 1)[1]
+    assert annotations["runbook_url"] == f"docs/runbooks.md#{anchor}"
+    assert f"\n## {alert['alert']}\n" in RUNBOOKS and anchor == alert["alert"].lower()
+    section = RUNBOOKS.split(f"\n## {alert['alert']}\n", 1)[1].split("\n## ", 1)[0]
+    for part in ("**Means.**", "**Likely causes.**", "**Check.**", "**Fix.**"):
+        assert part in section
+    assert re.search(rf"\| \[{alert['alert']}\]", RUNBOOKS), "missing from the thresholds table"
