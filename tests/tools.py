@@ -11,6 +11,7 @@ PACKAGES = {
     "promtool": "prometheus",
     "prometheus": "prometheus",
     "prometheus-alertmanager": "prometheus-alertmanager",
+    "amtool": "prometheus-alertmanager",
 }
 
 
