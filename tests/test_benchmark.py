@@ -1,0 +1,40 @@
+"""The benchmark harness at smoke size: it runs and prints every figure. Not a timed test."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_the_benchmark_runs_at_smoke_size(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bench.py"),
+            "--smoke",
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.startswith("machine: ")
+    for row in (
+        "wall, exporter / floor",
+        "CPU per item beyond the floor",
+        "ms/page vs pages x latency",
+        "peak RSS growth 1,000 -> 5,000 items",
+    ):
+        assert re.search(rf"^\| [^|]*{re.escape(row)}.* \| (yes|NO) \|$", out, re.M), row
+    figures = json.loads((tmp_path / "r.json").read_text())
+    assert figures["plain"]["items"] == 900 and figures["plain"]["floor_wall"] > 0
+    assert [m["items"] for m in figures["memory"]] == [1_000, 5_000]
