@@ -42,13 +42,10 @@ MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 20
 REQUIRED_BETA = "managed-agents-2026-04-01"
 API_KEY = "sk-ant-sim-api-key"  # an organisation API key, valid for every environment
+# The simulator keeps its own copy of these API facts, so its ground truth does not
+# lean on the exporter's code.
 HEARTBEAT_STATES = ("starting", "active", "stopping")
-SINCE = {
-    "queued": "created_at",
-    "starting": "acknowledged_at",
-    "active": "started_at",
-    "stopping": "stop_requested_at",
-}
+AGED_STATES = ("queued", "starting", "active", "stopping")  # stopped items have no time in state
 
 
 @dataclass
@@ -111,6 +108,15 @@ class Item:
         if self.started is None or t < self.started:
             return "starting"
         return "active"
+
+    def entered(self, state: str) -> float | None:
+        """When the item entered `state`, for the states that have an age."""
+        return {
+            "queued": self.created,
+            "starting": self.acknowledged,
+            "active": self.started,
+            "stopping": self.stop_requested,
+        }.get(state)
 
     def latest_heartbeat(self, t: float) -> float | None:
         if self.first_heartbeat is None:
@@ -256,18 +262,13 @@ class SimEnvironment:
         counts = dict.fromkeys(("queued", "starting", "active", "stopping", "stopped"), 0)
         heartbeat_ages: dict[str, list[float]] = {s: [] for s in HEARTBEAT_STATES}
         without = dict.fromkeys(HEARTBEAT_STATES, 0)
-        state_ages: dict[str, list[float]] = {s: [] for s in SINCE}
+        state_ages: dict[str, list[float]] = {s: [] for s in AGED_STATES}
         for item in self.items:
             if item.created > t:
                 continue
             state = item.state(t)
             counts[state] += 1
-            since = {
-                "queued": item.created,
-                "starting": item.acknowledged,
-                "active": item.started,
-                "stopping": item.stop_requested,
-            }.get(state)
+            since = item.entered(state)
             if since is not None:
                 state_ages[state].append(max(0.0, now - since))
             if state in HEARTBEAT_STATES:
