@@ -37,10 +37,6 @@ class AgeDistribution:
         if age > self.maximum:
             self.maximum = age
 
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
     def cumulative(self) -> list[tuple[float, int]]:
         """(upper bound, cumulative count) pairs ending with (+Inf, count)."""
         out, running = [], 0
@@ -58,7 +54,6 @@ class EnvironmentSummary:
     heartbeat_age: dict[str, AgeDistribution]
     without_heartbeat: dict[str, int]
     state_age: dict[str, AgeDistribution]
-    pages: int = 0
 
 
 class Aggregator:
@@ -87,7 +82,6 @@ class Aggregator:
                     beats.observe(now - item.latest_heartbeat)
                 elif not item.heartbeat_unparseable:
                     s.without_heartbeat[state] += 1
-        s.pages += 1
 
     def summary(self) -> EnvironmentSummary:
         return self._summary

@@ -144,7 +144,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"  {problem}", file=sys.stderr)
         sys.exit(1)
     if args.check_config:
-        print(f"{args.config_file}: OK, {len(config.environments)} environment(s)")
+        source = "--demo" if args.demo else args.config_file
+        print(f"{source}: OK, {len(config.environments)} environment(s)")
+        for env in config.environments:  # which key each one uses, never the key itself
+            print(f"  {env.id} ({env.name}): {env.credentials.type} from {env.credentials.source}")
         sys.exit(0)
     app, scraper = build_app(config, web)
     try:

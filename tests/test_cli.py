@@ -45,10 +45,21 @@ def test_check_config_prints_every_problem_and_exits_non_zero(tmp_path):
     assert "sk-do-not-print" not in result.stdout + result.stderr
 
 
-def test_check_config_accepts_a_good_file(tmp_path):
+def test_check_config_accepts_a_good_file_and_says_where_each_key_comes_from(tmp_path):
     (tmp_path / "c.yaml").write_text("environments: [{id: env_a}, {id: env_b}]\n")
-    result = run("--check-config", "--config.file", str(tmp_path / "c.yaml"), env={"ANTHROPIC_API_KEY": "k"})
-    assert (result.returncode, result.stdout) == (0, f"{tmp_path / 'c.yaml'}: OK, 2 environment(s)\n")
+    result = run(
+        "--check-config",
+        "--config.file",
+        str(tmp_path / "c.yaml"),
+        env={"ANTHROPIC_API_KEY": "sk-ant-never-printed"},
+    )
+    assert result.returncode == 0
+    assert result.stdout == (
+        f"{tmp_path / 'c.yaml'}: OK, 2 environment(s)\n"
+        "  env_a (env_a): api_key from env ANTHROPIC_API_KEY\n"
+        "  env_b (env_b): api_key from env ANTHROPIC_API_KEY\n"
+    )
+    assert "sk-ant-never-printed" not in result.stdout + result.stderr
 
 
 def test_a_missing_config_file_is_named(tmp_path):
