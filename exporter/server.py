@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -116,7 +116,7 @@ class ExporterApp:
 
     def landing_page(self) -> str:
         links = "".join(
-            f'<li><a href="/probe?environment_id={html.escape(e.id)}">/probe?environment_id='
+            f'<li><a href="/probe?{html.escape(urlencode({"environment_id": e.id}))}">/probe?environment_id='
             f"{html.escape(e.id)}</a> ({html.escape(e.name)})</li>"
             for e in self.config.environments
         )
@@ -132,8 +132,7 @@ class ExporterApp:
 
 
 def _only_names(query: str) -> str:
-    names = parse_qs(query).get("name[]", [])
-    return "&".join(f"name[]={n}" for n in names)
+    return urlencode([("name[]", name) for name in parse_qs(query).get("name[]", [])])
 
 
 def _reply(

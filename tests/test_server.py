@@ -359,3 +359,11 @@ def test_environments_are_listed_concurrently_up_to_the_configured_bound(concurr
         sample(r.text, f'anthropic_work_scrape_success{{environment_id="env_{n}"}}') == 1 for n in range(5)
     )
     assert sim.max_in_flight == concurrency
+
+
+def test_name_filters_reach_the_exposition():
+    env = static_env("env_a", 3, NOW)
+    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env)) as addr:
+        r = httpx.get(f"http://{addr}/metrics", params={"name[]": "anthropic_work_items"})
+    names = {line.split("{")[0] for line in r.text.splitlines() if not line.startswith("#")}
+    assert names == {"anthropic_work_items"}
