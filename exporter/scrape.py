@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from functools import partial
 
 from .aggregate import Aggregator, EnvironmentSummary
 from .client import ListingFailed, WorkClient
@@ -55,7 +56,7 @@ class FailureLog:
                 self._last[env.id] = (reason, logged_at, suppressed + 1)
                 return
             self._last[env.id] = (failure.reason, now, 0)
-        extra = {
+        extra: dict[str, object] = {
             "environment_id": env.id,
             "environment_name": env.name,
             "reason": failure.reason,
@@ -121,7 +122,7 @@ class Scraper:
             if future is None:
                 future = self._pool.submit(self._list, env, deadline)
                 self._inflight[env.id] = future
-                future.add_done_callback(lambda f, key=env.id: self._finished(key, f))
+                future.add_done_callback(partial(self._finished, env.id))
             return future
 
     def _finished(self, key: str, future: Future[EnvironmentResult]) -> None:

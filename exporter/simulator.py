@@ -214,16 +214,18 @@ class SimEnvironment:
         r = self.rng
         self._serial += 1
         ack = created + r.expovariate(1 / p.queue_wait)
-        start: float | None = ack + r.expovariate(1 / p.start_delay)
-        stop_req: float | None = start + r.expovariate(1 / p.run_time)
-        first_beat: float | None = ack + r.uniform(0.2, 1.0) * p.heartbeat_interval
+        start = ack + r.expovariate(1 / p.start_delay)
+        stop_req = start + r.expovariate(1 / p.run_time)
+        first_beat = ack + r.uniform(0.2, 1.0) * p.heartbeat_interval
+        started: float | None = start
+        heartbeat: float | None = first_beat
         dies = None
         if r.random() < p.worker_death_rate:
             dies = ack + r.uniform(0, p.start_delay + p.run_time)
             if dies < first_beat:  # died before its first heartbeat: stuck starting, never seen
-                first_beat, start = None, None
-            elif start is not None and dies < start:
-                start = None
+                heartbeat, started = None, None
+            elif dies < start:
+                started = None
             stop_req = dies + p.dead_work_timeout
         stopped = stop_req + r.expovariate(1 / p.stop_time)
         return Item(
@@ -231,10 +233,10 @@ class SimEnvironment:
             session=f"session_{uuid.uuid4().hex[:24]}",
             created=created,
             acknowledged=ack,
-            started=start,
+            started=started,
             stop_requested=stop_req,
             stopped=stopped,
-            first_heartbeat=first_beat,
+            first_heartbeat=heartbeat,
             heartbeat_interval=p.heartbeat_interval,
             dies=dies,
             metadata={"team": r.choice(["search", "billing", "infra"])},
@@ -292,29 +294,27 @@ def static_items(count: int, now: float, seed: int = 0) -> list[Item]:
     for n in range(count):
         created = now - r.uniform(60, 7200)
         kind = n % 10
-        ack = start = stop_req = stopped = first = None
-        if kind >= 2:  # 20 % queued
-            ack = created + r.uniform(1, 30)
-            first = ack + 2 if kind != 2 else None  # one in ten starting without heartbeat
-        if kind >= 4:
-            start = ack + r.uniform(1, 10)
-        if kind >= 8:
-            stop_req = start + r.uniform(10, 40)
-        if kind == 9:
-            stopped = stop_req + r.uniform(1, 5)
-        ack, start, stop_req, stopped, first = (
-            None if x is None else min(x, now) for x in (ack, start, stop_req, stopped, first)
-        )
+        # 20 % queued, 20 % starting (half of them without a heartbeat), 40 % active,
+        # 10 % stopping, 10 % stopped; nothing later than `now`.
+        ack = created + r.uniform(1, 30) if kind >= 2 else None
+        first = ack + 2 if ack is not None and kind != 2 else None
+        start = ack + r.uniform(1, 10) if ack is not None and kind >= 4 else None
+        stop_req = start + r.uniform(10, 40) if start is not None and kind >= 8 else None
+        stopped = stop_req + r.uniform(1, 5) if stop_req is not None and kind == 9 else None
+
+        def clip(x: float | None) -> float | None:
+            return None if x is None else min(x, now)
+
         items.append(
             Item(
                 id=f"work_{n:012d}",
                 session=f"session_{n:012d}",
                 created=created,
-                acknowledged=ack,
-                started=start,
-                stop_requested=stop_req,
-                stopped=stopped,
-                first_heartbeat=first,
+                acknowledged=clip(ack),
+                started=clip(start),
+                stop_requested=clip(stop_req),
+                stopped=clip(stopped),
+                first_heartbeat=clip(first),
                 heartbeat_interval=5.0,
                 metadata={"n": str(n)},
             )
@@ -481,6 +481,7 @@ class Simulator:
             body = b'{"data":[],"next_page":"' + _encode_cursor(after, empties + 1).encode() + b'"}'
             return 200, {"request-id": request_id}, body
         more = start + limit < len(ids)
+        next_page: str | None
         if faults.repeat_cursor:
             next_page = _encode_cursor("", 0)  # always the same: a broken server
         else:
