@@ -367,3 +367,15 @@ def test_name_filters_reach_the_exposition():
         r = httpx.get(f"http://{addr}/metrics", params={"name[]": "anthropic_work_items"})
     names = {line.split("{")[0] for line in r.text.splitlines() if not line.startswith("#")}
     assert names == {"anthropic_work_items"}
+
+
+def test_tls_without_client_certificates(pki):
+    (pki / "web.yml").write_text(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS12\n"
+    )
+    web = load_web_config(pki / "web.yml")
+    env = static_env("env_a", 1, NOW)
+    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env), web) as addr:
+        r = httpx.get(f"https://{addr}/metrics", verify=ssl.create_default_context(cafile=pki / "ca.crt"))
+    assert r.status_code == 200
+    assert "anthropic_work_items" in r.text
