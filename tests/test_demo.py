@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 
 import httpx
 from processes import exporter_process
 from test_e2e import samples, value
+from tools import require
 
 BUSY, IDLE, DYING = "env_01demoBusySandboxes00", "env_01demoIdleSandboxes00", "env_01demoDyingWorkers000"
 
@@ -42,11 +42,7 @@ def test_demo_serves_three_lively_environments_within_seconds(tmp_path):
 
 
 def test_demo_output_passes_promtool(tmp_path):
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        import pytest
-
-        pytest.skip("promtool is not installed (Debian package 'prometheus')")
+    promtool = require("promtool")
     with exporter_process("--demo", cwd=tmp_path) as (url, _log):
         body = httpx.get(f"{url}/metrics", timeout=10).content
     result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, check=False)

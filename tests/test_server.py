@@ -6,7 +6,6 @@ import contextlib
 import gzip
 import io
 import logging
-import shutil
 import ssl
 import subprocess
 import threading
@@ -14,6 +13,7 @@ import time
 
 import httpx
 import pytest
+from tools import require
 from upstream import config_for, running_simulator, static_env
 
 from exporter.cli import build_app
@@ -222,9 +222,7 @@ def test_keys_never_reach_output_or_logs_and_failures_are_logged_once():
 
 
 def test_output_passes_promtool_check_metrics():
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool is not installed (Debian package 'prometheus')")
+    promtool = require("promtool")
     envs = [static_env("env_a", 40, NOW), static_env("env_b", 0, NOW, faults=Faults(error_rates={"404": 1}))]
     with running_simulator(*envs) as (_sim, url), running_exporter(config_for(url, *envs)) as addr:
         body = httpx.get(f"http://{addr}/metrics").content
@@ -256,8 +254,7 @@ def _openssl(*args: str) -> None:
 
 @pytest.fixture
 def pki(tmp_path):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+    require("openssl")
     d = tmp_path
     _openssl(
         "req",

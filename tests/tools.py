@@ -12,6 +12,7 @@ PACKAGES = {
     "prometheus": "prometheus",
     "prometheus-alertmanager": "prometheus-alertmanager",
     "amtool": "prometheus-alertmanager",
+    "openssl": "openssl",
 }
 
 
