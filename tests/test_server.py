@@ -305,19 +305,20 @@ def pki(tmp_path):
     return d
 
 
-def test_tls_with_client_certificates(pki):
-    (pki / "web.yml").write_text(
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_ca_file: ca.crt\n"
-    )
+@pytest.mark.parametrize("client_ca", [True, False], ids=["client-certificates", "server-only"])
+def test_tls(pki, client_ca):
+    web_yml = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS12\n"
+    (pki / "web.yml").write_text(web_yml + ("  client_ca_file: ca.crt\n" if client_ca else ""))
     web = load_web_config(pki / "web.yml")
     env = static_env("env_a", 1, NOW)
     with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env), web) as addr:
         with_cert = ssl.create_default_context(cafile=pki / "ca.crt")
         with_cert.load_cert_chain(pki / "client.crt", pki / "client.key")
-        good = httpx.get(f"https://{addr}/metrics", verify=with_cert)
         without_cert = ssl.create_default_context(cafile=pki / "ca.crt")
-        with pytest.raises(httpx.HTTPError):
-            httpx.get(f"https://{addr}/metrics", verify=without_cert)
+        good = httpx.get(f"https://{addr}/metrics", verify=with_cert if client_ca else without_cert)
+        if client_ca:  # a client without a certificate is refused
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(f"https://{addr}/metrics", verify=without_cert)
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://{addr}/metrics")  # plain HTTP to a TLS port
     assert good.status_code == 200
@@ -364,15 +365,3 @@ def test_name_filters_reach_the_exposition():
         r = httpx.get(f"http://{addr}/metrics", params={"name[]": "anthropic_work_items"})
     names = {line.split("{")[0] for line in r.text.splitlines() if not line.startswith("#")}
     assert names == {"anthropic_work_items"}
-
-
-def test_tls_without_client_certificates(pki):
-    (pki / "web.yml").write_text(
-        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS12\n"
-    )
-    web = load_web_config(pki / "web.yml")
-    env = static_env("env_a", 1, NOW)
-    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env), web) as addr:
-        r = httpx.get(f"https://{addr}/metrics", verify=ssl.create_default_context(cafile=pki / "ca.crt"))
-    assert r.status_code == 200
-    assert "anthropic_work_items" in r.text
