@@ -99,8 +99,7 @@ class ExporterApp:
         )
         if base is not None:
             registry.register(base)
-        # Only name[] is a query parameter for exposition; /probe's own is not.
-        environ = {**environ, "QUERY_STRING": _only_names(environ.get("QUERY_STRING", ""))}
+        # prometheus-client reads name[] from the query string and ignores the rest (environment_id).
         return make_wsgi_app(registry)(environ, start_response)
 
     def budget(self, header: str | None) -> float:
@@ -129,10 +128,6 @@ class ExporterApp:
             '<li><a href="/-/healthy">/-/healthy</a>, <a href="/-/ready">/-/ready</a></li>'
             "</ul></body></html>\n"
         )
-
-
-def _only_names(query: str) -> str:
-    return urlencode([("name[]", name) for name in parse_qs(query).get("name[]", [])])
 
 
 def _reply(
