@@ -166,13 +166,12 @@ def test_each_fault_leaves_the_other_environments_exact_and_the_answer_on_time(
         f"{stack['sim']}/_sim/faults", params={"environment_id": faulty}, json=settings
     ).raise_for_status()
     try:
-        started = time.monotonic()
         response, early, late = scrape_with_truth(stack)
-        elapsed = time.monotonic() - started
     finally:
         httpx.post(f"{stack['sim']}/_sim/faults", params={"environment_id": faulty}, json={})
     assert response.status_code == 200
-    assert elapsed < 4.0
+    # The scrape alone, not the ground-truth requests made after it: inside the 4 s timeout.
+    assert response.elapsed.total_seconds() < 4.0
     metrics = samples(response.text)
     for env_id in stack["envs"]:
         if env_id != faulty:
