@@ -1,4 +1,5 @@
-"""Run the simulator and the exporter as separate processes on free loopback ports."""
+"""Run programs as separate processes on free loopback ports: the simulator, the exporter,
+Prometheus, Alertmanager."""
 
 from __future__ import annotations
 
@@ -9,16 +10,30 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float = 60.0) -> T:
+    """Poll `check` until it returns something truthy; another process's state has no event to wait on."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -28,6 +43,27 @@ def _stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+@contextlib.contextmanager
+def running(
+    args: list[str], log: Path, ready_url: str, *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[None]:
+    """Start `args` with its output in `log`; yield once `ready_url` answers 200; stop it after."""
+    with open(log, "w") as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    try:
+
+        def ready() -> bool:
+            assert process.poll() is None, log.read_text()
+            with contextlib.suppress(httpx.TransportError):
+                return httpx.get(ready_url, timeout=1).status_code == 200
+            return False
+
+        wait_for(f"{args[0]} to be ready", ready, 30)
+        yield
+    finally:
+        _stop(process)
 
 
 @contextlib.contextmanager
@@ -50,27 +86,8 @@ def exporter_process(
     """The exporter CLI on a free port; yields its base URL and the path of its log."""
     port = free_port()
     log_path = Path(cwd or ".") / f"exporter-{port}.log"
-    base = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{port}", *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**base, **(env or {})},
-            cwd=cwd,
-        )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "exporter not ready in 30 s"
-            time.sleep(0.05)  # polling a starting process: nothing to wait on but its port
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    command = [sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{port}", *args]
+    with running(command, log_path, f"{url}/-/ready", env={**base, **(env or {})}, cwd=cwd):
         yield url, log_path
-    finally:
-        _stop(process)

@@ -6,8 +6,8 @@ import subprocess
 import time
 
 import httpx
+from exposition import samples, value
 from processes import exporter_process
-from test_e2e import samples, value
 from tools import require
 
 BUSY, IDLE, DYING = "env_01demoBusySandboxes00", "env_01demoIdleSandboxes00", "env_01demoDyingWorkers000"

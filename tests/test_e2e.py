@@ -14,25 +14,13 @@ from bisect import bisect_left
 import httpx
 import pytest
 import yaml
+from exposition import samples, value
 from processes import exporter_process, simulator_process
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import DEFAULT_HEARTBEAT_BUCKETS, DEFAULT_STATE_AGE_BUCKETS
 
 SIZES = ("40", "250", "0", "7")
 TIMEOUT_HEADER = {"X-Prometheus-Scrape-Timeout-Seconds": "4"}
-
-
-def samples(body: str) -> dict[tuple[str, tuple], float]:
-    out = {}
-    for family in text_string_to_metric_families(body):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def value(metrics: dict, name: str, **labels: str) -> float | None:
-    return metrics.get((name, tuple(sorted(labels.items()))))
 
 
 def cumulative(ages: list[float], bounds: tuple[float, ...]) -> list[int]:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from processes import exporter_process, free_port
-from test_prometheus import DEMO_ENVS, daemon, query, wait_for
-from tools import require
+from processes import exporter_process, free_port, running, wait_for
+from tools import query, require
+from upstream import DEMO_ENVS
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -57,7 +57,7 @@ def test_the_probe_example_gives_each_environment_its_own_target(tmp_path):
             f"--storage.tsdb.path={tmp_path / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
         ]
-        with daemon(args, tmp_path / "prom.log", f"http://127.0.0.1:{port}/-/ready"):
+        with running(args, tmp_path / "prom.log", f"http://127.0.0.1:{port}/-/ready"):
             api = f"http://127.0.0.1:{port}/api/v1"
             up = wait_for(
                 "every probe target up",

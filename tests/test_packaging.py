@@ -8,8 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from test_server import running_exporter
-from upstream import config_for, running_simulator, static_env
+from upstream import config_for, running_exporter, running_simulator, static_env
 
 ROOT = Path(__file__).parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,46 +17,14 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from processes import exporter_process, free_port
-from tools import require
+from processes import exporter_process, free_port, running, wait_for
+from tools import query, require
+from upstream import DEMO_ENVS
 
 ROOT = Path(__file__).parent.parent
 DYING = "env_01demoDyingWorkers000"
-DEMO_ENVS = ("env_01demoBusySandboxes00", "env_01demoIdleSandboxes00", DYING)
 JOB = "anthropic-work"
 SCRAPE_INTERVAL = 2
-
-
-def wait_for(what: str, check, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)  # polling another process's state: nothing to wait on
-
-
-@contextlib.contextmanager
-def daemon(args: list[str], log: Path, ready_url: str) -> Iterator[None]:
-    with open(log, "w") as out:
-        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    try:
-
-        def ready() -> bool:
-            assert process.poll() is None, log.read_text()
-            with contextlib.suppress(httpx.TransportError):
-                return httpx.get(ready_url, timeout=1).status_code == 200
-            return False
-
-        wait_for(f"{args[0]} to be ready", ready, 30)
-        yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 @contextlib.contextmanager
@@ -152,8 +118,8 @@ def stack(tmp_path_factory):
             f"--web.listen-address=127.0.0.1:{prom_port}",
         ]
         with (
-            daemon(am_args, tmp / "am.log", f"http://127.0.0.1:{am_port}/-/ready"),
-            daemon(prom_args, tmp / "prom.log", f"http://127.0.0.1:{prom_port}/-/ready"),
+            running(am_args, tmp / "am.log", f"http://127.0.0.1:{am_port}/-/ready"),
+            running(prom_args, tmp / "prom.log", f"http://127.0.0.1:{prom_port}/-/ready"),
         ):
             api = f"http://127.0.0.1:{prom_port}/api/v1"
             # Enough scrapes for rate() to have two samples in every series.
@@ -176,12 +142,6 @@ def stack(tmp_path_factory):
                 90,
             )
             yield {"api": api, "received": received}
-
-
-def query(api: str, expr: str) -> list[dict]:
-    response = httpx.get(f"{api}/query", params={"query": expr}, timeout=10).json()
-    assert response["status"] == "success", (expr, response)
-    return response["data"]["result"]
 
 
 def fill(expr: str, environment_regex: str) -> str:

@@ -13,29 +13,16 @@ import time
 
 import httpx
 import pytest
+from exposition import samples, value
 from tools import require
-from upstream import config_for, running_simulator, static_env
+from upstream import config_for, running_exporter, running_simulator, static_env
 
-from exporter.cli import build_app
 from exporter.config import ConfigError, ScrapeConfig
 from exporter.logs import LogfmtFormatter
-from exporter.server import serve
 from exporter.simulator import Faults
 from exporter.web import load_web_config
 
 NOW = time.time()
-
-
-@contextlib.contextmanager
-def running_exporter(config, web=None):
-    app, scraper = build_app(config, web)
-    server = serve(app, "127.0.0.1", 0, web)
-    try:
-        yield f"127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        scraper.close()
 
 
 @contextlib.contextmanager
@@ -54,13 +41,6 @@ def captured_logs():
         root.setLevel(old_level)
 
 
-def sample(body: str, line_prefix: str) -> float | None:
-    for line in body.splitlines():
-        if line.startswith(line_prefix + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
-
-
 def test_metrics_answers_200_and_reports_a_failing_environment_as_data():
     good = static_env("env_good", 30, NOW)
     bad = static_env("env_bad", 30, NOW, faults=Faults(error_rates={"500": 1.0}))
@@ -72,13 +52,14 @@ def test_metrics_answers_200_and_reports_a_failing_environment_as_data():
         truth = sim.truth("env_good")
     assert r.status_code == 200
     body = r.text
-    assert sample(body, 'anthropic_work_scrape_success{environment_id="env_bad"}') == 0
-    assert sample(body, 'anthropic_work_scrape_success{environment_id="env_good"}') == 1
+    metrics = samples(body)
+    assert value(metrics, "anthropic_work_scrape_success", environment_id="env_bad") == 0
+    assert value(metrics, "anthropic_work_scrape_success", environment_id="env_good") == 1
     assert 'anthropic_work_items{environment_id="env_bad"' not in body
     for state, count in truth["items"].items():
-        assert sample(body, f'anthropic_work_items{{environment_id="env_good",state="{state}"}}') == count
-    assert sample(body, 'anthropic_work_api_requests_total{code="500",environment_id="env_bad"}') == 2
-    assert sample(body, 'anthropic_work_exporter_build_info{version="0.1.0"}') == 1
+        assert value(metrics, "anthropic_work_items", environment_id="env_good", state=state) == count
+    assert value(metrics, "anthropic_work_api_requests_total", code="500", environment_id="env_bad") == 2
+    assert value(metrics, "anthropic_work_exporter_build_info", version="0.1.0") == 1
     assert "process_cpu_seconds_total" in body
 
 
@@ -95,7 +76,7 @@ def test_probe_serves_one_configured_environment_and_rejects_others():
     assert "anthropic_work_exporter_build_info" not in probe.text  # exporter metrics live on /metrics
     assert (
         sum(
-            sample(probe.text, f'anthropic_work_items{{environment_id="env_b",state="{s}"}}')
+            value(samples(probe.text), "anthropic_work_items", environment_id="env_b", state=s)
             for s in ("queued", "starting", "active", "stopping", "stopped")
         )
         == 7
@@ -122,8 +103,8 @@ def test_the_scrape_timeout_header_is_honoured():
             elapsed = time.monotonic() - started
     assert r.status_code == 200
     assert 0.9 <= elapsed < 1.25
-    assert sample(r.text, 'anthropic_work_scrape_success{environment_id="env_slow"}') == 0
-    assert sample(r.text, 'anthropic_work_scrape_success{environment_id="env_fast"}') == 1
+    assert value(samples(r.text), "anthropic_work_scrape_success", environment_id="env_slow") == 0
+    assert value(samples(r.text), "anthropic_work_scrape_success", environment_id="env_fast") == 1
 
 
 def test_without_the_header_the_configured_timeout_applies():
@@ -136,7 +117,7 @@ def test_without_the_header_the_configured_timeout_applies():
             elapsed = time.monotonic() - started
     assert r.status_code == 200
     assert 0.45 <= elapsed < 1.0
-    assert sample(r.text, 'anthropic_work_scrape_success{environment_id="env_slow"}') == 0
+    assert value(samples(r.text), "anthropic_work_scrape_success", environment_id="env_slow") == 0
 
 
 def test_overlapping_scrapes_share_one_listing_per_environment():
@@ -154,10 +135,11 @@ def test_overlapping_scrapes_share_one_listing_per_environment():
             t.join()
     assert [r.status_code for r in results] == [200, 200, 200]
     assert env.requests == 3  # 250 items at 100 a page, fetched once for three scrapes
-    assert (
-        len({sample(r.text, 'anthropic_work_items{environment_id="env_a",state="active"}') for r in results})
-        == 1
-    )
+    active = [
+        value(samples(r.text), "anthropic_work_items", environment_id="env_a", state="active")
+        for r in results
+    ]
+    assert len(set(active)) == 1
 
 
 def test_connections_are_reused_across_pages_and_scrapes():
@@ -353,8 +335,9 @@ def test_environments_are_listed_concurrently_up_to_the_configured_bound(concurr
         with running_exporter(config) as addr:
             r = httpx.get(f"http://{addr}/metrics", timeout=10)
     assert r.status_code == 200
+    metrics = samples(r.text)
     assert all(
-        sample(r.text, f'anthropic_work_scrape_success{{environment_id="env_{n}"}}') == 1 for n in range(5)
+        value(metrics, "anthropic_work_scrape_success", environment_id=f"env_{n}") == 1 for n in range(5)
     )
     assert sim.max_in_flight == concurrency
 

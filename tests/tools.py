@@ -1,10 +1,11 @@
-"""Real Prometheus programs for tests: skipped locally when missing, required in CI."""
+"""Real Prometheus programs for tests: skipped locally when missing, required in CI; and their API."""
 
 from __future__ import annotations
 
 import os
 import shutil
 
+import httpx
 import pytest
 
 PACKAGES = {
@@ -27,3 +28,10 @@ def require(binary: str) -> str:
             pytest.fail(f"CI needs {message}")
         pytest.skip(message)
     return path
+
+
+def query(api: str, expr: str) -> list[dict]:
+    """An instant query through a real Prometheus's HTTP API; its result vector."""
+    response = httpx.get(f"{api}/query", params={"query": expr}, timeout=10).json()
+    assert response["status"] == "success", (expr, response)
+    return response["data"]["result"]

@@ -1,13 +1,18 @@
-"""A real upstream for tests: the simulator on a free loopback port."""
+"""Real servers in the test process, each on a free loopback port: the simulator, and the exporter."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
 
+from exporter.cli import build_app
 from exporter.config import ApiConfig, Config, Credentials, Environment, ScrapeConfig, Secret
-from exporter.simulator import SimEnvironment, Simulator, static_items
+from exporter.server import serve
+from exporter.simulator import SimEnvironment, Simulator, demo_environments, static_items
 from exporter.simulator import serve as serve_simulator
+from exporter.web import WebConfig
+
+DEMO_ENVS = tuple(env.id for env in demo_environments())
 
 
 @contextlib.contextmanager
@@ -42,3 +47,16 @@ def config_for(
             for e in envs
         ),
     )
+
+
+@contextlib.contextmanager
+def running_exporter(config: Config, web: WebConfig | None = None) -> Iterator[str]:
+    """The exporter wired as the CLI wires it; yields its host:port."""
+    app, scraper = build_app(config, web)
+    server = serve(app, "127.0.0.1", 0, web)
+    try:
+        yield f"127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        scraper.close()
