@@ -372,7 +372,6 @@ class Simulator:
         self.max_page_size = max_page_size
         self.lock = threading.Lock()
         self.paused_at: float | None = None
-        self.requests = 0  # listing requests answered
         self.connections = 0  # TCP connections accepted
         self.in_flight = 0
         self.max_in_flight = 0  # the most listing requests served at the same time
@@ -438,7 +437,6 @@ class Simulator:
         self, env: SimEnvironment, cursor: str | None, limit: int, request_id: str
     ) -> tuple[int, dict[str, str], bytes]:
         with self.lock:
-            self.requests += 1
             env.requests += 1
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
