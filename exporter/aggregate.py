@@ -1,9 +1,12 @@
 """Fold work items into per-state counts and age distributions, page by page.
 
-Pure: no I/O, no clock of its own. `now` (Unix seconds) is fixed when a listing
-starts, so every item of one scrape is measured against the same instant, and
-a test can pass any instant it likes. Memory is bounded by the number of states
-and buckets, never by the number of items.
+Pure: no I/O, no clock of its own. Each page comes with the instant it arrived
+(Unix seconds), and its items' ages are measured against that instant, so the
+last pages of a long listing do not look younger than they are; a test passes
+whatever instants it likes. Memory is bounded by the number of states and
+buckets, never by the number of items: states the exporter does not know are
+counted under their own names up to `max_unknown_states`, and past that under
+`OTHER_STATE`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,13 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .models import HEARTBEAT_STATES, KNOWN_STATES, STATE_SINCE_FIELD, WorkItem
+from .models import HEARTBEAT_FIELD, HEARTBEAT_STATES, KNOWN_STATES, STATE_SINCE_FIELD, WorkItem
+
+# Where unknown states go once `max_unknown_states` distinct ones have been seen.
+OTHER_STATE = "__other__"
+MAX_UNKNOWN_STATES = 10
+# The timestamp fields whose unparseable values are counted.
+TIMESTAMP_FIELDS = (*STATE_SINCE_FIELD.values(), HEARTBEAT_FIELD)
 
 
 @dataclass
@@ -47,41 +56,65 @@ class AgeDistribution:
 
 
 @dataclass
-class EnvironmentSummary:
+class WorkSummary:
     """Everything the metrics show about one environment's listing."""
 
     items: dict[str, int]
     heartbeat_age: dict[str, AgeDistribution]
     without_heartbeat: dict[str, int]
     state_age: dict[str, AgeDistribution]
+    unparseable: dict[str, int]  # items per timestamp field whose value could not be parsed
+    unknown_states_capped: bool = False  # some unknown states were counted as OTHER_STATE
 
 
 class Aggregator:
     """Consumes pages of WorkItems; `summary()` is the result so far."""
 
-    def __init__(self, now: float, heartbeat_bounds: Sequence[float], state_bounds: Sequence[float]):
-        self.now = now
-        self._summary = EnvironmentSummary(
+    def __init__(
+        self,
+        heartbeat_bounds: Sequence[float],
+        state_bounds: Sequence[float],
+        max_unknown_states: int = MAX_UNKNOWN_STATES,
+    ):
+        self.max_unknown_states = max_unknown_states
+        self._summary = WorkSummary(
             items=dict.fromkeys(KNOWN_STATES, 0),
             heartbeat_age={s: AgeDistribution(heartbeat_bounds) for s in HEARTBEAT_STATES},
             without_heartbeat=dict.fromkeys(HEARTBEAT_STATES, 0),
             state_age={s: AgeDistribution(state_bounds) for s in STATE_SINCE_FIELD},
+            unparseable=dict.fromkeys(TIMESTAMP_FIELDS, 0),
         )
 
-    def add_page(self, items: Iterable[WorkItem]) -> None:
-        s, now = self._summary, self.now
-        counts, heartbeat_age, state_age = s.items, s.heartbeat_age, s.state_age
+    def add_page(self, items: Iterable[WorkItem], now: float) -> None:
+        """Count one page; `now` is when it arrived, in Unix seconds."""
+        s = self._summary
+        counts, heartbeat_age, state_age, unparseable = s.items, s.heartbeat_age, s.state_age, s.unparseable
         for item in items:
             state = item.state
-            counts[state] = counts.get(state, 0) + 1
+            if state not in counts:
+                state = self._unknown(state)
+            counts[state] += 1
             if item.state_since is not None:
                 state_age[state].observe(now - item.state_since)
+            elif item.since_unparseable:
+                unparseable[STATE_SINCE_FIELD[state]] += 1
             beats = heartbeat_age.get(state)
-            if beats is not None:
+            if item.heartbeat_unparseable:
+                unparseable[HEARTBEAT_FIELD] += 1
+            elif beats is not None:
                 if item.latest_heartbeat is not None:
                     beats.observe(now - item.latest_heartbeat)
-                elif not item.heartbeat_unparseable:
+                else:
                     s.without_heartbeat[state] += 1
 
-    def summary(self) -> EnvironmentSummary:
+    def _unknown(self, state: str) -> str:
+        s = self._summary
+        if len(s.items) - len(KNOWN_STATES) < self.max_unknown_states:
+            s.items[state] = 0
+            return state
+        s.unknown_states_capped = True
+        s.items.setdefault(OTHER_STATE, 0)
+        return OTHER_STATE
+
+    def summary(self) -> WorkSummary:
         return self._summary

@@ -1,29 +1,41 @@
 """`anthropic-work-exporter`: flags, wiring, and the process's lifetime.
 
-The only module that reads `os.environ`, calls `sys.exit` or builds the
-long-lived registry; everything else gets what it needs passed in.
+The only module that reads `os.environ`, calls `sys.exit`, handles signals or
+builds the long-lived registry; everything else gets what it needs passed in.
+
+    SIGTERM, SIGINT  stop accepting, let requests being answered finish (at most
+                     ServerLimits.graceful_seconds), abandon listings, exit 0
+    SIGHUP           reload the config file and the web config
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
-import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 import httpx
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from . import __version__
-from .client import RequestCounter, WorkClient
-from .collector import BuildInfoCollector
+from .app import ExporterApp
+from .client import UpstreamClient
+from .collectors.exporter import BuildInfoCollector, ReloadCollector, ReloadState
 from .config import Config, ConfigError, load_config
+from .engine import Engine, EngineCounters
+from .failures import FailureLog
 from .logs import LEVELS, setup_logging
-from .scrape import Scraper
-from .server import ExporterApp, serve
+from .policy import OnDemandPolicy, Policy, ResultStore
+from .redact import Redactor
+from .runtime import Load, Reloader
+from .server import HttpServer, ServerLimits, TlsContext, bind
+from .sources.work import WorkSource
 from .web import WebConfig, load_web_config
 
 # Listed as free in the Prometheus default port allocations when chosen.
@@ -83,61 +95,124 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-def build_registry() -> CollectorRegistry:
+def build_registry(reload_state: ReloadState) -> CollectorRegistry:
     """The exporter's own metrics, shown on /metrics next to the environments'."""
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     registry.register(BuildInfoCollector())
+    registry.register(ReloadCollector(reload_state))
     return registry
 
 
-def build_app(config: Config, web: WebConfig | None = None) -> tuple[ExporterApp, Scraper]:
-    """Wire config -> client -> scraper -> app; one connection pool for everything."""
+def build_policy(
+    config: Config, counters: EngineCounters, failures: FailureLog, store: ResultStore
+) -> Policy:
+    """Wire one config generation: connection pool -> client -> sources -> engine -> policy."""
     concurrency = config.scrape.concurrency
-    http = httpx.Client(
-        limits=httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency),
+    http = httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2),
         follow_redirects=False,
     )
-    client = WorkClient(config.api, http, RequestCounter())
-    scraper = Scraper(client, config.buckets, concurrency)
-    return ExporterApp(config, scraper, build_registry(), web), scraper
+    client = UpstreamClient(http, config.api.max_response_bytes)
+    buckets = config.buckets
+    work = WorkSource(
+        config.api.page_size,
+        config.api.max_pages,
+        buckets.heartbeat_age_seconds,
+        buckets.state_age_seconds,
+        time.time,
+    )
+    engine = Engine(
+        config.api,
+        [work],
+        client,
+        concurrency=concurrency,
+        observer=counters,
+        failures=failures,
+        redactor=Redactor(config.secrets()),
+    )
+    return OnDemandPolicy(engine, store)
 
 
-def load(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Config, WebConfig | None]:
-    """The config (or, with --demo, the simulator's) and the web config; every problem at once."""
-    problems: list[str] = []
-    config = web = None
+def loader(args: argparse.Namespace, environ: Mapping[str, str]) -> Load:
+    """What (re)loading means for these flags: both files, every problem at once.
+
+    With --demo the config is the simulator's, started once, here.
+    """
+    demo: Config | None = None
     if args.demo:
         from .demo import start_demo  # the simulator loads only when asked for
 
-        config = start_demo()
-    else:
-        try:
-            config = load_config(args.config_file, environ)
-        except ConfigError as exc:
-            problems += exc.problems
-    if args.web_config:
-        try:
-            web = load_web_config(args.web_config)
-        except ConfigError as exc:
-            problems += exc.problems
-    if problems:
-        raise ConfigError(problems)
-    assert config is not None
-    return config, web
+        demo = start_demo()
+
+    def load() -> tuple[Config, WebConfig | None]:
+        problems: list[str] = []
+        config = demo
+        web = None
+        if config is None:
+            try:
+                config = load_config(args.config_file, environ)
+            except ConfigError as exc:
+                problems += exc.problems
+        if args.web_config:
+            try:
+                web = load_web_config(args.web_config)
+            except ConfigError as exc:
+                problems += exc.problems
+        if problems:
+            raise ConfigError(problems)
+        assert config is not None
+        return config, web
+
+    return load
+
+
+async def run_exporter(
+    sock: socket.socket,
+    initial: tuple[Config, WebConfig | None],
+    load: Load,
+    stop: asyncio.Event,
+    *,
+    demo: bool = False,
+    limits: ServerLimits | None = None,
+    on_started: Callable[[Reloader], None] | None = None,
+) -> None:
+    """Serve on `sock` until `stop` is set; then stop gracefully."""
+    counters, store, state = EngineCounters(), ResultStore(), ReloadState()
+    failures = FailureLog()
+    tls = TlsContext(None)
+    reloader = Reloader(
+        initial,
+        load,
+        lambda config: build_policy(config, counters, failures, store),
+        state=state,
+        tls=tls,
+        store=store,
+    )
+    app = ExporterApp(reloader, build_registry(state), counters, demo=demo)
+    server = HttpServer(app, sock, tls, limits or ServerLimits())
+    await server.start()
+    if on_started is not None:
+        on_started(reloader)
+    await stop.wait()
+    log.info("shutting down")
+    await server.stop()
+    await reloader.aclose()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reload handler is in place, not a kill
     setup_logging(args.log_level, args.log_format)
     try:
         host, port = parse_listen_address(args.listen)
     except ValueError as exc:
         sys.exit(str(exc))
+    load = loader(args, os.environ)
     try:
-        config, web = load(args, os.environ)
+        config, web = load()
     except ConfigError as exc:
         print(f"{len(exc.problems)} problem(s) in the configuration:", file=sys.stderr)
         for problem in exc.problems:
@@ -149,28 +224,42 @@ def main(argv: Sequence[str] | None = None) -> None:
         for env in config.environments:  # which key each one uses, never the key itself
             print(f"  {env.id} ({env.name}): {env.credentials.type} from {env.credentials.source}")
         sys.exit(0)
-    app, scraper = build_app(config, web)
+    limits = ServerLimits()
     try:
-        server = serve(app, host, port, web)
+        sock = bind(host, port, limits.backlog)
     except OSError as exc:
         sys.exit(f"cannot listen on {args.listen}: {exc.strerror}")
     log.info(
         "listening",
         extra={
-            "address": f"{host}:{server.server_port}",
+            "address": f"{host}:{sock.getsockname()[1]}",
             "environments": len(config.environments),
             "tls": bool(web and web.ssl_context),
             "version": __version__,
         },
     )
-    wait_for_signal()
-    server.shutdown()
-    scraper.close()
+    asyncio.run(_serve_until_signalled(sock, (config, web), load, args.demo, limits))
 
 
-def wait_for_signal() -> None:
-    stop = threading.Event()
+async def _serve_until_signalled(
+    sock: socket.socket,
+    initial: tuple[Config, WebConfig | None],
+    load: Load,
+    demo: bool,
+    limits: ServerLimits,
+) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reloads: set[asyncio.Task[list[str]]] = set()
+
+    def on_started(reloader: Reloader) -> None:
+        def reload() -> None:
+            task = loop.create_task(reloader.reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    log.info("shutting down")
+        loop.add_signal_handler(sig, stop.set)
+    await run_exporter(sock, initial, load, stop, demo=demo, limits=limits, on_started=on_started)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .models import CREDENTIAL_TYPES, DEFAULT_ANTHROPIC_VERSION, MANAGED_AGENTS_BETA
+
 DEFAULT_BASE_URL = "https://api.anthropic.com"
-DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
-MANAGED_AGENTS_BETA = "managed-agents-2026-04-01"
 ENVIRONMENT_KEY_VAR = "ANTHROPIC_ENVIRONMENT_KEY"
 API_KEY_VAR = "ANTHROPIC_API_KEY"
 
@@ -64,6 +65,7 @@ KEYS: dict[str, set[str]] = {
         "max_pages",
         "request_timeout_seconds",
         "max_retries",
+        "max_response_bytes",
         "allow_insecure_http",
     },
     "credentials": {"type", "value_env", "value_file"},
@@ -112,11 +114,6 @@ class Credentials:
     value: Secret
     source: str  # where it came from, for messages: "env ANTHROPIC_API_KEY", "file /run/secrets/k"
 
-    def headers(self) -> dict[str, str]:
-        if self.type == "environment_key":
-            return {"Authorization": f"Bearer {self.value.reveal()}"}
-        return {"X-Api-Key": self.value.reveal()}
-
 
 @dataclass(frozen=True)
 class Environment:
@@ -136,6 +133,8 @@ class ApiConfig:
     max_pages: int = 1000
     request_timeout_seconds: float = 10.0
     max_retries: int = 2
+    # Decompressed bytes one response may have: a 1,000-item page is about 0.6 MiB.
+    max_response_bytes: int = 8 * 1024 * 1024
     allow_insecure_http: bool = False
 
 
@@ -164,6 +163,10 @@ class Config:
             if env.id == environment_id:
                 return env
         return None
+
+    def secrets(self) -> list[str]:
+        """Every configured key, so that log lines can be scrubbed of them."""
+        return [env.credentials.value.reveal() for env in self.environments]
 
 
 def load_config(path: str | Path, environ: Mapping[str, str]) -> Config:
@@ -373,6 +376,15 @@ class _Checker:
                 m, "request_timeout_seconds", "api", d.request_timeout_seconds
             ),
             max_retries=self.number(m, "max_retries", "api", d.max_retries, integer=True, exclusive=False),
+            max_response_bytes=self.number(
+                m,
+                "max_response_bytes",
+                "api",
+                d.max_response_bytes,
+                integer=True,
+                minimum=65536,
+                exclusive=False,
+            ),
             allow_insecure_http=allow_http,
         )
 
@@ -432,7 +444,7 @@ class _Checker:
         if not m and raw is not None and not isinstance(raw, dict):
             return None
         kind = m.get("type")
-        if kind not in ("environment_key", "api_key"):
+        if kind not in CREDENTIAL_TYPES:
             self.problem(
                 f"{path}.type", "must be environment_key or api_key" + ("" if "type" in m else " (missing)")
             )
@@ -464,18 +476,30 @@ class _Checker:
                 self.problem(f"{path}.value_file", f"{fname} is empty")
                 return None
             source = f"file {fname}"
-        if kind not in ("environment_key", "api_key"):
+        if not _usable_key(value):
+            key = "value_env" if has_env else "value_file"
+            self.problem(
+                f"{path}.{key}",
+                f"the key in {source} is not usable: it must be printable ASCII with no spaces inside",
+            )
+            return None
+        if kind not in CREDENTIAL_TYPES:
             return None
         return Credentials(type=kind, value=Secret(value), source=source)
 
     def fallback_credentials(self) -> Credentials | None:
         """With no credentials configured, the SPEC's default: environment key, then API key."""
-        if self.environ.get(ENVIRONMENT_KEY_VAR):
-            return Credentials(
-                "environment_key", Secret(self.environ[ENVIRONMENT_KEY_VAR]), f"env {ENVIRONMENT_KEY_VAR}"
-            )
-        if self.environ.get(API_KEY_VAR):
-            return Credentials("api_key", Secret(self.environ[API_KEY_VAR]), f"env {API_KEY_VAR}")
+        for var, kind in ((ENVIRONMENT_KEY_VAR, "environment_key"), (API_KEY_VAR, "api_key")):
+            value = self.environ.get(var)
+            if value:
+                if not _usable_key(value):
+                    self.problem(
+                        "environments",
+                        f"the key in env {var} is not usable: "
+                        "it must be printable ASCII with no spaces inside",
+                    )
+                    return None
+                return Credentials(kind, Secret(value), f"env {var}")
         return None
 
     def environments(
@@ -487,7 +511,12 @@ class _Checker:
         if not isinstance(raw, list) or not raw:
             self.problem("environments", f"must be a non-empty list, got {_kind(raw)}")
             return []
-        fallback = self.fallback_credentials()
+        needs_fallback = not has_default and any(
+            isinstance(item, dict) and item.get("credentials") is None for item in raw
+        )
+        problems_before = len(self.problems)
+        fallback = self.fallback_credentials() if needs_fallback else None
+        fallback_broken = len(self.problems) > problems_before  # already reported, once
         envs: list[Environment] = []
         seen: set[str] = set()
         for i, item in enumerate(raw):
@@ -509,7 +538,7 @@ class _Checker:
                 creds = default_creds  # None when api.credentials is broken: already reported
             else:
                 creds = fallback
-                if creds is None:
+                if creds is None and not fallback_broken:
                     self.problem(
                         f"{path}.credentials",
                         "no credentials: set api.credentials, "
@@ -522,6 +551,14 @@ class _Checker:
                     Environment(id=env_id, name=name or env_id, credentials=creds, workspace_id=workspace)
                 )
         return envs
+
+
+_PRINTABLE_ASCII = re.compile(r"[!-~]+")
+
+
+def _usable_key(value: str) -> bool:
+    """A key goes into an HTTP header: printable ASCII, no whitespace or control characters."""
+    return _PRINTABLE_ASCII.fullmatch(value) is not None
 
 
 def _is_loopback(host: str) -> bool:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 
 from .config import ApiConfig, Config, Credentials, Environment, Secret
-from .simulator import Simulator, demo_environments
-from .simulator import serve as serve_simulator
+from .simulator import Simulator, demo_environments, serve
 
 log = logging.getLogger("exporter.demo")
 
@@ -27,7 +26,7 @@ def demo_config(simulator_url: str, simulator: Simulator) -> Config:
 def start_demo() -> Config:
     """Start the simulator on a free loopback port; return a config that points at it."""
     simulator = Simulator(demo_environments())
-    server = serve_simulator(simulator, "127.0.0.1", 0)
+    server = serve(simulator, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.server_port}"
     log.info("demo: simulated API started", extra={"url": url, "environments": len(simulator.environments)})
     return demo_config(url, simulator)

@@ -1,169 +1,214 @@
-"""The HTTP side: routes, the scrape deadline, basic auth and TLS.
+"""The HTTP server: uvicorn's HTTP/1.1 protocol on the exporter's event loop, hardened.
 
-Exposition itself (text or OpenMetrics by `Accept`, gzip by `Accept-Encoding`,
-`name[]` filtering) is prometheus-client's own WSGI app, run per scrape over a
-registry that holds that scrape's WorkCollector and the exporter's long-lived
-collectors.
+Every connection is a protocol object on one event loop, not a thread: a slow or
+idle client costs a socket and a few kilobytes, and the application is called
+only once a request's headers are complete. On top of uvicorn's H11 protocol:
+
+- **a header timeout**: a request whose headers are not complete within
+  `header_timeout` seconds of its first byte (or of the connection, for the first
+  request) has its connection closed; it never reaches the application;
+- **a connection limit**: past `max_connections` open connections, new ones are
+  closed at once;
+- **TLS per connection**: the handshake runs as its own task (`loop.start_tls`)
+  with the same timeout, using the context current at accept time, so a web
+  config reload applies to new connections; a failed handshake (plain HTTP, an
+  old TLS version, a missing client certificate) is one log line;
+- **graceful stop**: requests being answered get `graceful_seconds` to finish.
 """
 
 from __future__ import annotations
 
-import html
+import asyncio
 import logging
 import socket
-import threading
-from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
+import ssl
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlencode
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .collector import WorkCollector
-from .config import Config, Environment
-from .scrape import Scraper
-from .web import WebConfig
+from .redact import Redactor
 
 log = logging.getLogger("exporter.server")
 
-SCRAPE_TIMEOUT_HEADER = "HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS"
-MIN_BUDGET_SECONDS = 0.1
 
-StartResponse = Callable[..., Any]
+@dataclass(frozen=True)
+class ServerLimits:
+    header_timeout: float = 10.0  # request headers (and the TLS handshake) must arrive within this
+    keep_alive: int = 120  # idle keep-alive connections are closed after this; scrapes every <= 2m reuse them
+    max_connections: int = 1024
+    backlog: int = 2048  # capped by the kernel's net.core.somaxconn
+    graceful_seconds: int = 5  # on SIGTERM, for requests already being answered
 
 
-class ExporterApp:
-    """The WSGI application behind every endpoint."""
+class TlsContext:
+    """The TLS context new connections use; None serves plain HTTP. A reload replaces it."""
 
-    def __init__(
-        self, config: Config, scraper: Scraper, registry: CollectorRegistry, web: WebConfig | None = None
-    ):
-        self.config = config
-        self.scraper = scraper
-        self.registry = registry  # build info, process metrics: shown on /metrics only
-        self.auth = web.basic_auth if web else None
+    def __init__(self, context: ssl.SSLContext | None):
+        self.context = context
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if self.auth is not None and not self.auth.allows(environ.get("HTTP_AUTHORIZATION")):
-            return _reply(
-                start_response,
-                "401 Unauthorized",
-                "Unauthorized\n",
-                [("WWW-Authenticate", 'Basic realm="anthropic-work-exporter"')],
-            )
-        path = environ.get("PATH_INFO", "/")
-        if path == "/metrics":
-            return self.metrics(environ, start_response, self.config.environments, self.registry)
-        if path == "/probe":
-            return self.probe(environ, start_response)
-        if path == "/-/healthy":
-            return _reply(start_response, "200 OK", "Healthy\n")
-        if path == "/-/ready":
-            return _reply(start_response, "200 OK", "Ready\n")
-        if path == "/":
-            return _reply(
-                start_response, "200 OK", self.landing_page(), [("Content-Type", "text/html; charset=utf-8")]
-            )
-        return _reply(start_response, "404 Not Found", "Not found. Try /metrics or /probe.\n")
 
-    def probe(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        ids = parse_qs(environ.get("QUERY_STRING", "")).get("environment_id", [])
-        if len(ids) != 1 or not ids[0]:
-            return _reply(
-                start_response,
-                "400 Bad Request",
-                "400: give exactly one environment_id, e.g. /probe?environment_id=env_...\n",
-            )
-        env = self.config.environment(ids[0])
-        if env is None:
-            return _reply(
-                start_response,
-                "400 Bad Request",
-                f"400: environment_id {ids[0]!r} is not in this exporter's config; "
-                "only configured environments can be probed\n",
-            )
-        return self.metrics(environ, start_response, [env], None)
+class _Connections:
+    def __init__(self) -> None:
+        self.open = 0
 
-    def metrics(
-        self,
-        environ: dict[str, Any],
-        start_response: StartResponse,
-        environments: Iterable[Environment],
-        base: CollectorRegistry | None,
-    ) -> Iterable[bytes]:
-        deadline = self.scraper.client.clock() + self.budget(environ.get(SCRAPE_TIMEOUT_HEADER))
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(
-            WorkCollector(self.scraper, list(environments), deadline, self.scraper.client.requests)
-        )
-        if base is not None:
-            registry.register(base)
-        # prometheus-client reads name[] from the query string and ignores the rest (environment_id).
-        return make_wsgi_app(registry)(environ, start_response)
 
-    def budget(self, header: str | None) -> float:
-        """Seconds this scrape may take: Prometheus' timeout less our offset, or the default."""
-        scrape = self.config.scrape
+class _Protocol(H11Protocol):
+    """H11Protocol plus the header timeout, the connection limit and per-connection TLS."""
+
+    tls: TlsContext
+    limits: ServerLimits
+    connections_open: _Connections
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._raw: asyncio.Transport | None = None
+        self._made = False  # uvicorn's side knows the connection (after TLS, if any)
+        self._early: list[bytes] = []  # decrypted bytes that arrived before the handshake's waiter woke us
+        self._counted = False
+        self._request_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if self.connections_open.open >= self.limits.max_connections:
+            transport.abort()
+            return
+        self.connections_open.open += 1
+        self._counted = True
+        self._raw = transport
+        self._arm()
+        context = self.tls.context
+        if context is None:
+            self._made = True
+            super().connection_made(transport)
+            return
+        transport.pause_reading()  # no bytes may reach HTTP parsing before the handshake
+        self.loop.create_task(self._handshake(transport, context))
+
+    async def _handshake(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
+        peer = transport.get_extra_info("peername")
         try:
-            timeout = float(header) if header else None
-        except ValueError:
-            timeout = None
-        if timeout is None or not timeout > 0:
-            return scrape.timeout_seconds
-        return max(timeout - scrape.timeout_offset_seconds, MIN_BUDGET_SECONDS)
+            secure = await self.loop.start_tls(
+                transport, self, context, server_side=True, ssl_handshake_timeout=self.limits.header_timeout
+            )
+        except ssl.SSLError as exc:  # a client speaking plain HTTP, an old TLS version, no certificate
+            log.warning("TLS handshake failed", extra={"client": _address(peer), "error": _ssl_reason(exc)})
+            self._release()
+            return
+        except (OSError, TimeoutError) as exc:  # the client went away or was too slow: nothing to fix here
+            log.debug(
+                "TLS handshake abandoned", extra={"client": _address(peer), "error": type(exc).__name__}
+            )
+            self._release()
+            return
+        if secure is None or secure.is_closing():
+            self._release()
+            return
+        self._made = True
+        super().connection_made(secure)
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
 
-    def landing_page(self) -> str:
-        links = "".join(
-            f'<li><a href="/probe?{html.escape(urlencode({"environment_id": e.id}))}">/probe?environment_id='
-            f"{html.escape(e.id)}</a> ({html.escape(e.name)})</li>"
-            for e in self.config.environments
+    def data_received(self, data: bytes) -> None:
+        if not self._made:
+            self._early.append(data)
+            return
+        if self._request_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._arm()  # the first bytes of the next request on a kept-alive connection
+        super().data_received(data)
+
+    def on_response_complete(self) -> None:
+        self._disarm()  # idle now: uvicorn's keep-alive timer takes over until the next request
+        super().on_response_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
+        if self._made:
+            self._made = False
+            super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._request_timer = self.loop.call_later(self.limits.header_timeout, self._request_timeout)
+
+    def _disarm(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
+
+    def _request_timeout(self) -> None:
+        self._request_timer = None
+        if self.cycle is None or self.cycle.response_complete:  # no complete request headers yet
+            target = self.transport if self._made else self._raw
+            if target is not None:
+                target.abort()
+
+    def _release(self) -> None:
+        self._disarm()
+        if self._counted:
+            self._counted = False
+            self.connections_open.open -= 1
+
+
+def _address(peer: Any) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return "unknown"
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    # e.g. "HTTP_REQUEST", "UNSUPPORTED_PROTOCOL", "PEER_DID_NOT_RETURN_A_CERTIFICATE": short, fixed words.
+    return Redactor().clean(exc.reason or type(exc).__name__, 80)
+
+
+def bind(host: str, port: int, backlog: int) -> socket.socket:
+    """The listening socket, bound now so that a busy port is an error at start, not later."""
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=backlog, reuse_port=False)
+
+
+class HttpServer:
+    """Serves an ASGI app on a bound socket until `stop()`."""
+
+    def __init__(self, app: Any, sock: socket.socket, tls: TlsContext, limits: ServerLimits):
+        protocol = type(
+            "ExporterHttpProtocol",
+            (_Protocol,),
+            {"tls": tls, "limits": limits, "connections_open": _Connections()},
         )
-        return (
-            "<!doctype html><html><head><title>anthropic-work-exporter</title></head><body>"
-            "<h1>anthropic-work-exporter</h1><p>Work items of Anthropic Managed Agents "
-            "self-hosted environments, for Prometheus.</p><ul>"
-            '<li><a href="/metrics">/metrics</a>: every configured environment</li>'
-            f"{links}"
-            '<li><a href="/-/healthy">/-/healthy</a>, <a href="/-/ready">/-/ready</a></li>'
-            "</ul></body></html>\n"
+        self.sock = sock
+        self.config = uvicorn.Config(
+            app,
+            http=protocol,
+            lifespan="off",
+            interface="asgi3",
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            backlog=limits.backlog,
+            timeout_keep_alive=limits.keep_alive,
+            timeout_graceful_shutdown=limits.graceful_seconds,
         )
+        self.server = uvicorn.Server(self.config)
+        self._ticker: asyncio.Task[None] | None = None
 
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
 
-def _reply(
-    start_response: StartResponse, status: str, body: str, headers: list[tuple[str, str]] | None = None
-) -> list[bytes]:
-    data = body.encode()
-    headers = headers or [("Content-Type", "text/plain; charset=utf-8")]
-    start_response(status, [*headers, ("Content-Length", str(len(data)))])
-    return [data]
+    async def start(self) -> None:
+        self.config.load()
+        # What uvicorn's own serve() does before startup(); serve() itself would take the signals.
+        self.server.lifespan = self.config.lifespan_class(self.config)
+        await self.server.startup(sockets=[self.sock])
+        self._ticker = asyncio.create_task(self.server.main_loop())  # keeps the Date header current
 
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _ThreadingServer6(_ThreadingServer):
-    address_family = socket.AF_INET6
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """Access logs go to the debug log, not stderr."""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("request", extra={"client": self.address_string(), "line": format % args})
-
-
-def serve(app: ExporterApp, host: str, port: int, web: WebConfig | None = None) -> WSGIServer:
-    """Bind now (errors surface here) and serve on a daemon thread; return the server."""
-    server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
-    server = make_server(host.strip("[]"), port, app, server_class=server_class, handler_class=_QuietHandler)
-    if web is not None and web.ssl_context is not None:
-        # Handshake lazily, in the request's own thread: a slow client cannot stall accept().
-        server.socket = web.ssl_context.wrap_socket(
-            server.socket, server_side=True, do_handshake_on_connect=False
-        )
-    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
-    thread.start()
-    return server
+    async def stop(self) -> None:
+        """Stop accepting, let requests being answered finish (bounded), close."""
+        self.server.should_exit = True
+        if self._ticker is not None:
+            await self._ticker
+        await self.server.shutdown(sockets=[self.sock])

@@ -21,6 +21,7 @@ import binascii
 import hashlib
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,35 +51,72 @@ class WebConfig:
 
 
 class BasicAuth:
-    """Checks `Authorization: Basic` headers against bcrypt hashes."""
+    """Checks `Authorization: Basic` headers against bcrypt hashes.
 
-    def __init__(self, users: dict[str, str]):
+    An unknown user costs one bcrypt check too, against a hash of the same cost
+    made at load, so the time taken never tells which user names exist.
+    """
+
+    def __init__(self, users: dict[str, str], checkpw: Callable[[bytes, bytes], bool] = bcrypt.checkpw):
         self.users = {user: hashed.encode() for user, hashed in users.items()}
+        self.checkpw = checkpw
+        cost = max((_bcrypt_cost(h) for h in self.users.values()), default=10)
+        self._unknown_user_hash = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=cost))
         self._verified: set[bytes] = set()
         self._lock = threading.Lock()
 
+    def remembered(self, header: str | None) -> bool:
+        """True if this exact header was verified before: a cheap check, safe on the event loop."""
+        parsed = _parse(header)
+        if parsed is None or parsed[0] not in self.users:
+            return False
+        with self._lock:
+            return self._key(*parsed) in self._verified
+
     def allows(self, header: str | None) -> bool:
-        if not header or not header.startswith("Basic "):
+        parsed = _parse(header)
+        if parsed is None:
             return False
-        try:
-            user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):  # a malformed header is a wrong one
-            return False
+        user, password = parsed
         hashed = self.users.get(user)
         if hashed is None:
+            self._check(password, self._unknown_user_hash)  # the same work as a wrong password
             return False
-        key = hashlib.sha256(user.encode() + b"\0" + password.encode() + b"\0" + hashed).digest()
+        key = self._key(user, password)
         with self._lock:
             if key in self._verified:
                 return True
-        try:
-            ok = bcrypt.checkpw(password.encode(), hashed)
-        except ValueError:  # not a bcrypt hash; rejected at load, so only defensive
-            return False
+        ok = self._check(password, hashed)
         if ok:
             with self._lock:
                 self._verified.add(key)
         return ok
+
+    def _check(self, password: str, hashed: bytes) -> bool:
+        try:
+            return self.checkpw(password.encode(), hashed)
+        except ValueError:  # not a bcrypt hash; rejected at load, so only defensive
+            return False
+
+    def _key(self, user: str, password: str) -> bytes:
+        return hashlib.sha256(user.encode() + b"\0" + password.encode() + b"\0" + self.users[user]).digest()
+
+
+def _parse(header: str | None) -> tuple[str, str] | None:
+    if not header or not header.startswith("Basic "):
+        return None
+    try:
+        user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):  # a malformed header is a wrong one
+        return None
+    return user, password
+
+
+def _bcrypt_cost(hashed: bytes) -> int:
+    try:
+        return int(hashed.split(b"$")[2])
+    except (IndexError, ValueError):
+        return 10
 
 
 def load_web_config(path: str | Path) -> WebConfig:

@@ -1,12 +1,18 @@
-"""Shared test helpers: a fake clock, work-item builders, RFC 3339 formatting."""
+"""Shared test helpers: fake clocks, an event loop on virtual time, work-item builders."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import selectors
 import time
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
 from prometheus_client import CollectorRegistry
+
+T = TypeVar("T")
 
 # A fixed "now" for every age computed in tests: 2026-11-22T12:00:00Z.
 NOW = 1795348800.0
@@ -59,24 +65,60 @@ def page(items: list[dict[str, Any]], next_page: str | None = None) -> dict[str,
     return {"data": items, "next_page": next_page}
 
 
+def page_bytes(items: list[dict[str, Any]], next_page: str | None = None) -> bytes:
+    return json.dumps(page(items, next_page)).encode()
+
+
 class FakeClock:
-    """Monotonic time that only moves when code sleeps (or a test says so)."""
+    """Time that only moves when a test says so."""
 
     def __init__(self, start: float = 1000.0):
         self.now = start
-        self.sleeps: list[float] = []
 
     def __call__(self) -> float:
         return self.now
 
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+
+class _VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    """Polls real file descriptors without blocking; waiting for a timer advances the loop's clock."""
+
+    def __init__(self, loop: VirtualTimeLoop):
+        super().__init__()
+        self.loop = loop
+
+    def select(self, timeout: float | None = None) -> list:
+        events = super().select(0)
+        if events:
+            return events
+        if timeout is None:  # nothing scheduled: only another thread can wake us, so wait for real
+            return super().select(0.05)
+        self.loop.virtual_now += timeout
+        return []
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock moves only when every task is waiting for time.
+
+    `asyncio.sleep(30)`, timeouts and deadlines then take no real time and happen in
+    exactly the order their virtual instants say, however loaded the machine is.
+    """
+
+    def __init__(self, start: float = 1000.0):
+        self.virtual_now = start
+        super().__init__(_VirtualSelector(self))
+
+    def time(self) -> float:
+        return self.virtual_now
+
+
+def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
+    """Run `coro` to completion on a fresh VirtualTimeLoop."""
+    loop = VirtualTimeLoop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
 
 
 class _Frozen:

@@ -9,10 +9,10 @@ import logging
 import pytest
 from conftest import FakeClock
 
-from exporter.client import ListingFailed
 from exporter.config import Credentials, Environment, Secret
+from exporter.failures import Failure, FailureLog
 from exporter.logs import setup_logging
-from exporter.scrape import FailureLog
+from exporter.redact import Redactor
 
 ENV = Environment("env_a", "prod", Credentials("api_key", Secret("k"), "test"))
 
@@ -63,13 +63,13 @@ def test_level_filters(log_stream):
 def test_repeated_failures_are_logged_once_per_interval_with_a_count(log_stream):
     clock = FakeClock()
     failures = FailureLog(repeat_seconds=300, clock=clock)
-    unauthorized = ListingFailed("http_401", "HTTP 401 authentication_error: no")
+    unauthorized = Failure("http_401", "HTTP 401 authentication_error: no")
     for _ in range(5):
-        failures.failed(ENV, unauthorized)
+        failures.failed(ENV, "work", unauthorized)
         clock.now += 30
     assert len(lines(log_stream)) == 1
     clock.now += 200  # 350 s after the first line
-    failures.failed(ENV, unauthorized)
+    failures.failed(ENV, "work", unauthorized)
     assert len(lines(log_stream)) == 2
     assert "repeated=4" in lines(log_stream)[1]
 
@@ -77,11 +77,32 @@ def test_repeated_failures_are_logged_once_per_interval_with_a_count(log_stream)
 def test_a_new_kind_of_failure_is_logged_at_once_and_recovery_once(log_stream):
     clock = FakeClock()
     failures = FailureLog(repeat_seconds=300, clock=clock)
-    failures.failed(ENV, ListingFailed("http_401", "a"))
-    failures.failed(ENV, ListingFailed("timeout", "b"))
-    failures.succeeded(ENV)
-    failures.succeeded(ENV)
+    failures.failed(ENV, "work", Failure("http_401", "a"))
+    failures.failed(ENV, "work", Failure("timeout", "b"))
+    failures.succeeded(ENV, "work")
+    failures.succeeded(ENV, "work")
     out = lines(log_stream)
     assert len(out) == 3
     assert "reason=http_401" in out[0] and "reason=timeout" in out[1]
     assert 'msg="listing work recovered"' in out[2] and "environment_id=env_a" in out[2]
+
+
+def test_a_traceback_is_one_logfmt_line(log_stream):
+    FailureLog().failed(ENV, "work", Failure("internal", "KeyError: 'x'", "Traceback:\n  line 1\nKeyError"))
+    (line,) = lines(log_stream)
+    assert 'traceback="Traceback:\\n  line 1\\nKeyError"' in line
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("invalid key sk-live-123 for sk-live-123", 300, "invalid key [REDACTED] for [REDACTED]"),
+        ("key sk-live-12345 (a longer one)", 300, "key [REDACTED] (a longer one)"),
+        ("line\nbreak\x1b[31m and \u00e9", 300, "line?break?[31m and ?"),
+        ("x" * 50, 10, "xxxxxxx..."),
+        # Replaced before it is cut: half a key never survives.
+        ("sk-live-123 then more", 8, "[REDA..."),
+    ],
+)
+def test_upstream_text_is_cleaned_before_it_is_logged(text, limit, expected):
+    assert Redactor(["sk-live-123", "sk-live-12345"]).clean(text, limit) == expected

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tracemalloc
 
 import httpx
-from conftest import NOW, work
-
-from exporter.client import RequestCounter, WorkClient
-from exporter.config import BucketConfig, parse_config
-from exporter.scrape import Scraper
+from conftest import NOW, run_virtual, work
+from engine_kit import config_for, running_engine
 
 PAGE = 200
 TEMPLATE = [work(s, age=30, heartbeat_age=3) for s in ("queued", "active", "starting", "stopped")]
@@ -19,30 +17,33 @@ PAGE_BYTES = len(PAGE_DATA)
 
 
 def peak_bytes_listing(total_items: int) -> int:
-    config = parse_config(
-        f"api: {{page_size: {PAGE}, max_pages: 100000}}\nenvironments: [{{id: env_a}}]\n",
-        {"ANTHROPIC_ENVIRONMENT_KEY": "k"},
-    )
+    config = config_for("env_a", yaml=f"api: {{page_size: {PAGE}, max_pages: 100000}}\n")
     pages = total_items // PAGE
 
-    def respond(request: httpx.Request) -> httpx.Response:
+    async def respond(request: httpx.Request) -> httpx.Response:
+        # A network read always gives the event loop a turn; without one the loop would never
+        # get to clean up its cancelled timers, which is not what happens for real.
+        await asyncio.sleep(0)
         n = int(request.url.params.get("page", "0"))
         cursor = json.dumps(str(n + 1) if n + 1 < pages else None).encode()
-        return httpx.Response(200, content=b'{"data":' + PAGE_DATA + b',"next_page":' + cursor + b"}")
+        body = b'{"data":' + PAGE_DATA + b',"next_page":' + cursor + b"}"
+        return httpx.Response(200, stream=httpx.ByteStream(body))
 
-    # httpx's MockTransport, not respx: respx keeps every response it served, which would
-    # measure the test's memory rather than the exporter's.
-    client = WorkClient(config.api, httpx.Client(transport=httpx.MockTransport(respond)), RequestCounter())
-    scraper = Scraper(client, BucketConfig(), concurrency=1, wall_clock=lambda: NOW)
-    tracemalloc.start()
-    try:
-        (result,) = scraper.scrape(config.environments, client.clock() + 120)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-        scraper.close()
-    assert result.summary is not None
-    assert sum(result.summary.items.values()) == total_items
+    async def go():
+        # httpx's MockTransport, not respx: respx keeps every response it served, which would
+        # measure the test's memory rather than the exporter's.
+        async with running_engine(config, transport=httpx.MockTransport(respond)) as engine:
+            tracemalloc.start()
+            try:
+                (result,) = await engine.scrape(config.environments, asyncio.get_running_loop().time() + 600)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            return result, peak
+
+    result, peak = run_virtual(go())
+    assert result.success
+    assert sum(result.values["work"].items.values()) == total_items
     return peak
 
 

@@ -1,10 +1,17 @@
-"""RFC 3339 parsing and the listing page shape."""
+"""RFC 3339 parsing, the listing page shape, and what a hostile body cannot do."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from exporter.models import UpstreamFormatError, WorkItem, parse_page, parse_timestamp
+from exporter.models import MAX_CURSOR_LENGTH, UpstreamFormatError, WorkItem, parse_timestamp, parse_work_page
+
+
+def parse_page(doc) -> tuple:
+    return parse_work_page(json.dumps(doc).encode())
+
 
 BASE = 1795348800.0  # 2026-11-22T12:00:00Z
 
@@ -21,6 +28,8 @@ BASE = 1795348800.0  # 2026-11-22T12:00:00Z
         ("2026-11-22T13:30:00+01:30", BASE),
         ("2026-11-22T10:00:00.250-02:00", BASE + 0.25),
         ("2026-11-22T12:00:00+00:00", BASE),
+        ("1970-01-01T00:00:00Z", 0.0),
+        ("9999-12-31T23:59:59Z", 253402300799.0),
     ],
 )
 def test_rfc3339_timestamps(text, expected):
@@ -41,6 +50,11 @@ def test_rfc3339_timestamps(text, expected):
         "2026-11-22T24:00:00Z",
         "2026-11-22T12:00:00+25:00",
         " 2026-11-22T12:00:00Z",
+        "0001-01-01T00:00:00Z",  # would be an age of 6e10 seconds
+        "0000-01-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+        "9999-12-31T23:00:00-02:00",  # past the year 9999 in UTC
+        "2026-13-01T00:00:00Z",
     ],
 )
 def test_unparseable_timestamps_are_none(text):
@@ -62,7 +76,15 @@ def test_page_keeps_only_what_metrics_need():
     }
     page = parse_page(body)
     assert page == (
-        [WorkItem(state="active", state_since=BASE, latest_heartbeat=None, heartbeat_unparseable=False)],
+        [
+            WorkItem(
+                state="active",
+                state_since=BASE,
+                since_unparseable=False,
+                latest_heartbeat=None,
+                heartbeat_unparseable=False,
+            )
+        ],
         "cur",
     )
     assert "s3cret" not in repr(page)
@@ -82,9 +104,35 @@ def test_null_or_empty_next_page_ends_the_listing(cursor):
         {"data": [{"id": "work_1"}]},
         {"data": [3]},
         {"data": [], "next_page": 7},
+        {"data": [{"state": "x" * 65}]},
+        {"data": [], "next_page": "c" * (MAX_CURSOR_LENGTH + 1)},
         "<html>",
     ],
 )
 def test_foreign_bodies_are_format_errors(body):
     with pytest.raises(UpstreamFormatError):
         parse_page(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"data": [', b"\xff\xfe\x00", b"", b"<html>"],
+    ids=["nested-100000-deep", "truncated", "not-utf8", "empty", "html"],
+)
+def test_undecodable_bodies_are_format_errors_never_anything_else(body):
+    with pytest.raises(UpstreamFormatError):
+        parse_work_page(body)
+
+
+def test_garbled_timestamps_are_told_from_null_ones():
+    (garbled, null) = parse_page(
+        {
+            "data": [
+                {"state": "queued", "created_at": "yesterday", "latest_heartbeat_at": "2026-13-01T00:00:00Z"},
+                {"state": "queued", "created_at": None, "latest_heartbeat_at": None},
+            ],
+            "next_page": None,
+        }
+    ).items
+    assert (garbled.since_unparseable, garbled.heartbeat_unparseable) == (True, True)
+    assert (null.since_unparseable, null.heartbeat_unparseable) == (False, False)

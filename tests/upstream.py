@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
-from exporter.cli import build_app
+from exporter.cli import run_exporter
 from exporter.config import ApiConfig, Config, Credentials, Environment, ScrapeConfig, Secret
-from exporter.server import serve
-from exporter.simulator import SimEnvironment, Simulator, demo_environments, static_items
-from exporter.simulator import serve as serve_simulator
+from exporter.runtime import Reloader
+from exporter.server import ServerLimits, bind
+from exporter.simulator import SimEnvironment, Simulator, demo_environments, serve, static_items
 from exporter.web import WebConfig
 
 DEMO_ENVS = tuple(env.id for env in demo_environments())
@@ -18,7 +21,7 @@ DEMO_ENVS = tuple(env.id for env in demo_environments())
 @contextlib.contextmanager
 def running_simulator(*envs: SimEnvironment, **kw) -> Iterator[tuple[Simulator, str]]:
     sim = Simulator(envs, **kw)
-    server = serve_simulator(sim, "127.0.0.1", 0)
+    server = serve(sim, "127.0.0.1", 0)
     try:
         yield sim, f"http://127.0.0.1:{server.server_port}"
     finally:
@@ -49,14 +52,49 @@ def config_for(
     )
 
 
+@dataclass
+class Exporter:
+    """An exporter serving from a thread of the test process."""
+
+    address: str  # host:port
+    loop: asyncio.AbstractEventLoop
+    reloader: Reloader
+
+    def reload(self) -> list[str]:
+        return asyncio.run_coroutine_threadsafe(self.reloader.reload(), self.loop).result(30)
+
+
 @contextlib.contextmanager
-def running_exporter(config: Config, web: WebConfig | None = None) -> Iterator[str]:
-    """The exporter wired as the CLI wires it; yields its host:port."""
-    app, scraper = build_app(config, web)
-    server = serve(app, "127.0.0.1", 0, web)
+def running_exporter(
+    config: Config,
+    web: WebConfig | None = None,
+    *,
+    load: Callable[[], tuple[Config, WebConfig | None]] | None = None,
+    limits: ServerLimits | None = None,
+) -> Iterator[Exporter]:
+    """The exporter wired as the CLI wires it, on its own event loop in a thread."""
+    limits = limits or ServerLimits()
+    sock = bind("127.0.0.1", 0, limits.backlog)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    started: list[Reloader] = []
+    ready = threading.Event()
+
+    def on_started(reloader: Reloader) -> None:
+        started.append(reloader)
+        ready.set()
+
+    async def main() -> None:
+        await run_exporter(
+            sock, (config, web), load or (lambda: (config, web)), stop, limits=limits, on_started=on_started
+        )
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), name="exporter", daemon=True)
+    thread.start()
     try:
-        yield f"127.0.0.1:{server.server_port}"
+        assert ready.wait(10), "the exporter did not start"
+        yield Exporter(f"127.0.0.1:{sock.getsockname()[1]}", loop, started[0])
     finally:
-        server.shutdown()
-        server.server_close()
-        scraper.close()
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(15)
+        loop.close()

@@ -1,36 +1,42 @@
-"""Exact metric values for hand-made pages with a fixed clock."""
+"""Exact metric values for hand-made pages with a fixed clock, through the engine and the collectors."""
 
 from __future__ import annotations
+
+import asyncio
+import itertools
 
 import httpx
 import pytest
 import respx
-from conftest import NOW, page, snapshot, work
+from conftest import NOW, page, run_virtual, work
+from engine_kit import API, config_for, running_engine
 from prometheus_client import CollectorRegistry
 
-from exporter.client import RequestCounter, WorkClient
-from exporter.collector import WorkCollector
-from exporter.config import BucketConfig, parse_config
-from exporter.scrape import Scraper
+from exporter.collectors.scrape import EngineCountersCollector, ScrapeCollector
+from exporter.collectors.work import WorkCollector
+from exporter.config import BucketConfig
+from exporter.engine import EngineCounters
 
-API = "https://api.anthropic.com/v1/environments"
 BUCKETS = BucketConfig(heartbeat_age_seconds=(5.0, 30.0), state_age_seconds=(60.0, 600.0))
 
 
-def registry_for(*env_ids: str, buckets: BucketConfig = BUCKETS) -> CollectorRegistry:
-    envs = "".join(f"  - id: {e}\n" for e in env_ids)
-    config = parse_config(
-        f"api: {{max_retries: 0}}\nenvironments:\n{envs}", {"ANTHROPIC_ENVIRONMENT_KEY": "k"}
-    )
-    client = WorkClient(config.api, httpx.Client(), RequestCounter())
-    scraper = Scraper(client, buckets, concurrency=4, wall_clock=lambda: NOW)
-    registry = CollectorRegistry()
-    registry.register(WorkCollector(scraper, config.environments, client.clock() + 30, client.requests))
+def scrape(*env_ids: str, buckets: BucketConfig = BUCKETS, wall_clock=lambda: NOW) -> CollectorRegistry:
+    """One scrape of `env_ids` against respx; the registry a /metrics answer would be made from."""
+    config = config_for(*env_ids, yaml="api: {max_retries: 0}\n")
+    counters = EngineCounters()
+
+    async def go():
+        async with running_engine(
+            config, buckets=buckets, counters=counters, wall_clock=wall_clock
+        ) as engine:
+            return await engine.scrape(config.environments, asyncio.get_running_loop().time() + 30)
+
+    results = run_virtual(go())
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(WorkCollector(results))
+    registry.register(ScrapeCollector(results))
+    registry.register(EngineCountersCollector(counters, set(env_ids)))
     return registry
-
-
-def scrape(*env_ids: str, buckets: BucketConfig = BUCKETS) -> CollectorRegistry:
-    return snapshot(registry_for(*env_ids, buckets=buckets))
 
 
 def value(registry: CollectorRegistry, metric: str, **labels: str) -> float | None:
@@ -164,6 +170,24 @@ def test_unparseable_timestamps_leave_ages_but_not_counts():
     assert value(r, "anthropic_work_items_without_heartbeat", **a) == 0
     assert value(r, "anthropic_work_items", environment_id="env_a", state="queued") == 1
     assert value(r, "anthropic_work_state_age_seconds_gcount", environment_id="env_a", state="queued") == 0
+    # Nothing disappears silently: the garbled timestamps are counted per field.
+    unparseable = {
+        field: value(r, "anthropic_work_unparseable_timestamps", environment_id="env_a", field=field)
+        for field in (
+            "created_at",
+            "acknowledged_at",
+            "started_at",
+            "stop_requested_at",
+            "latest_heartbeat_at",
+        )
+    }
+    assert unparseable == {
+        "created_at": 1,
+        "acknowledged_at": 0,
+        "started_at": 1,
+        "stop_requested_at": 0,
+        "latest_heartbeat_at": 1,
+    }
 
 
 @respx.mock
@@ -183,14 +207,17 @@ def test_a_failing_environment_loses_its_item_series_and_others_are_untouched():
         value(r, "anthropic_work_state_age_seconds_gcount", environment_id="env_bad", state="queued") is None
     )
     assert value(r, "anthropic_work_api_requests_total", environment_id="env_bad", code="403") == 1
-    assert value(r, "anthropic_work_scrape_duration_seconds", environment_id="env_bad") >= 0
-
-
-def test_registering_the_collector_calls_no_api():
-    with respx.mock(assert_all_called=False) as mock:
-        route = mock.get(url__startswith=API)
-        registry_for("env_a")
-        assert route.call_count == 0
+    assert (
+        value(
+            r,
+            "anthropic_work_listing_failures_total",
+            environment_id="env_bad",
+            source="work",
+            reason="http_403",
+        )
+        == 1
+    )
+    assert value(r, "anthropic_work_scrape_duration_seconds", environment_id="env_bad") == 0
 
 
 @pytest.mark.parametrize("buckets", [(1.0,), (0.5, 1.0, 2.0, 4.0)])
@@ -206,3 +233,38 @@ def test_configured_buckets_are_used_with_inf_appended(buckets):
         if s.name.endswith("_bucket") and s.labels["state"] == "queued"
     ]
     assert les == [*(repr(b) for b in buckets), "+Inf"]
+
+
+@respx.mock
+def test_ages_are_measured_against_the_moment_each_page_arrived():
+    """Two pages an hour apart: the same timestamps look an hour older on the second."""
+    same = [work("queued", age=30, now=NOW), work("active", age=30, heartbeat_age=2, now=NOW)]
+    respx.get(f"{API}/env_a/work").mock(
+        side_effect=[httpx.Response(200, json=page(same, "p2")), httpx.Response(200, json=page(same))]
+    )
+    arrivals = itertools.count(NOW, 3600)
+    r = scrape("env_a", wall_clock=lambda: next(arrivals))
+    q = dict(environment_id="env_a", state="queued")
+    assert value(r, "anthropic_work_state_age_seconds_gsum", **q) == 30 + 3630
+    assert value(r, "anthropic_work_state_age_max_seconds", **q) == 3630
+    a = dict(environment_id="env_a", state="active")
+    assert value(r, "anthropic_work_heartbeat_age_seconds_gsum", **a) == 2 + 3602
+
+
+@respx.mock
+def test_unknown_states_are_capped_and_the_rest_counted_as_other():
+    items = [work(f"new_state_{n}") for n in range(12)] + [work("new_state_11"), work("queued")]
+    respx.get(f"{API}/env_a/work").mock(return_value=httpx.Response(200, json=page(items)))
+    r = scrape("env_a")
+    states = {
+        s.labels["state"]: s.value for m in r.collect() if m.name == "anthropic_work_items" for s in m.samples
+    }
+    assert states == {
+        "queued": 1,
+        "starting": 0,
+        "active": 0,
+        "stopping": 0,
+        "stopped": 0,
+        **{f"new_state_{n}": 1 for n in range(10)},
+        "__other__": 3,
+    }

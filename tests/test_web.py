@@ -1,14 +1,16 @@
-"""The exporter's HTTP server on a free loopback port, against the simulator on another."""
+"""The exporter's endpoints on a free loopback port, against the simulator on another: what each
+answers, the scrape deadline header, basic auth and TLS."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import io
 import logging
+import math
 import ssl
 import subprocess
-import threading
 import time
 
 import httpx
@@ -17,12 +19,14 @@ from exposition import samples, value
 from tools import require
 from upstream import config_for, running_exporter, running_simulator, static_env
 
+from exporter.app import MAX_SCRAPE_TIMEOUT_SECONDS, scrape_budget
 from exporter.config import ConfigError, ScrapeConfig
 from exporter.logs import LogfmtFormatter
 from exporter.simulator import Faults
-from exporter.web import load_web_config
+from exporter.web import BasicAuth, load_web_config
 
 NOW = time.time()
+BCRYPT_PW = "$2y$04$5rdYXI91QPOFthQdfP4jSerUv2iCnvWhLd/KhtLAdmNXDUKCgnHaq"  # "pw", cost 4
 
 
 @contextlib.contextmanager
@@ -47,8 +51,8 @@ def test_metrics_answers_200_and_reports_a_failing_environment_as_data():
     with running_simulator(good, bad) as (sim, url):
         sim.pause()
         config = config_for(url, good, bad, api={"max_retries": 1})
-        with running_exporter(config) as addr:
-            r = httpx.get(f"http://{addr}/metrics")
+        with running_exporter(config) as exporter:
+            r = httpx.get(f"http://{exporter.address}/metrics")
         truth = sim.truth("env_good")
     assert r.status_code == 200
     body = r.text
@@ -65,11 +69,11 @@ def test_metrics_answers_200_and_reports_a_failing_environment_as_data():
 
 def test_probe_serves_one_configured_environment_and_rejects_others():
     a, b = static_env("env_a", 5, NOW), static_env("env_b", 7, NOW)
-    with running_simulator(a, b) as (sim, url), running_exporter(config_for(url, a, b)) as addr:
+    with running_simulator(a, b) as (sim, url), running_exporter(config_for(url, a, b)) as exporter:
         sim.pause()
-        probe = httpx.get(f"http://{addr}/probe", params={"environment_id": "env_b"})
-        unknown = httpx.get(f"http://{addr}/probe", params={"environment_id": "env_zzz"})
-        missing = httpx.get(f"http://{addr}/probe")
+        probe = httpx.get(f"http://{exporter.address}/probe", params={"environment_id": "env_b"})
+        unknown = httpx.get(f"http://{exporter.address}/probe", params={"environment_id": "env_zzz"})
+        missing = httpx.get(f"http://{exporter.address}/probe")
     assert probe.status_code == 200
     assert 'environment_id="env_b"' in probe.text
     assert 'environment_id="env_a"' not in probe.text
@@ -89,77 +93,58 @@ def test_probe_serves_one_configured_environment_and_rejects_others():
     assert missing.status_code == 400
 
 
-def test_the_scrape_timeout_header_is_honoured():
-    fast = static_env("env_fast", 10, NOW)
-    slow = static_env("env_slow", 10, NOW, faults=Faults(latency_seconds=3.0))
-    config = config_for("", fast, slow, scrape=ScrapeConfig(timeout_seconds=20, timeout_offset_seconds=0.25))
-    with running_simulator(fast, slow) as (_sim, url):
-        config = config_for(url, fast, slow, scrape=config.scrape)
-        with running_exporter(config) as addr:
-            started = time.monotonic()
-            r = httpx.get(
-                f"http://{addr}/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": "1.25"}, timeout=10
-            )
-            elapsed = time.monotonic() - started
+@pytest.mark.parametrize(
+    ("header", "budget"),
+    [
+        ("20", 19.75),
+        ("0.3", 0.1),  # never less than a tenth of a second
+        (None, 10.0),  # no header: scrape.timeout_seconds
+        ("", 10.0),
+        ("garbage", 10.0),
+        ("-5", 10.0),
+        ("0", 10.0),
+        ("nan", 10.0),
+        ("inf", 10.0),
+        ("1e308", 10.0),
+        (str(MAX_SCRAPE_TIMEOUT_SECONDS + 1), 10.0),
+    ],
+)
+def test_the_scrape_timeout_header_is_read_defensively(header, budget):
+    scrape = ScrapeConfig(timeout_seconds=10, timeout_offset_seconds=0.25)
+    assert math.isclose(scrape_budget(header, scrape), budget)
+
+
+@pytest.mark.parametrize("header", ["1e308", "inf", "nan", "-1", "x"])
+def test_a_hostile_timeout_header_still_gets_a_scrape(header):
+    env = static_env("env_a", 3, NOW)
+    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env)) as exporter:
+        r = httpx.get(
+            f"http://{exporter.address}/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": header}
+        )
     assert r.status_code == 200
-    assert 0.9 <= elapsed < 1.25
-    assert value(samples(r.text), "anthropic_work_scrape_success", environment_id="env_slow") == 0
-    assert value(samples(r.text), "anthropic_work_scrape_success", environment_id="env_fast") == 1
-
-
-def test_without_the_header_the_configured_timeout_applies():
-    slow = static_env("env_slow", 10, NOW, faults=Faults(latency_seconds=3.0))
-    with running_simulator(slow) as (_sim, url):
-        config = config_for(url, slow, scrape=ScrapeConfig(timeout_seconds=0.5))
-        with running_exporter(config) as addr:
-            started = time.monotonic()
-            r = httpx.get(f"http://{addr}/metrics", timeout=10)
-            elapsed = time.monotonic() - started
-    assert r.status_code == 200
-    assert 0.45 <= elapsed < 1.0
-    assert value(samples(r.text), "anthropic_work_scrape_success", environment_id="env_slow") == 0
-
-
-def test_overlapping_scrapes_share_one_listing_per_environment():
-    env = static_env("env_a", 250, NOW, faults=Faults(latency_seconds=0.2))
-    with running_simulator(env) as (sim, url), running_exporter(config_for(url, env)) as addr:
-        sim.pause()
-        results: list[httpx.Response] = []
-        threads = [
-            threading.Thread(target=lambda: results.append(httpx.get(f"http://{addr}/metrics", timeout=10)))
-            for _ in range(3)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert [r.status_code for r in results] == [200, 200, 200]
-    assert env.requests == 3  # 250 items at 100 a page, fetched once for three scrapes
-    active = [
-        value(samples(r.text), "anthropic_work_items", environment_id="env_a", state="active")
-        for r in results
-    ]
-    assert len(set(active)) == 1
+    assert value(samples(r.text), "anthropic_work_scrape_success", environment_id="env_a") == 1
 
 
 def test_connections_are_reused_across_pages_and_scrapes():
     env = static_env("env_a", 450, NOW)
-    with running_simulator(env) as (sim, url), running_exporter(config_for(url, env)) as addr:
+    with running_simulator(env) as (sim, url), running_exporter(config_for(url, env)) as exporter:
         for _ in range(3):
-            assert httpx.get(f"http://{addr}/metrics").status_code == 200
+            assert httpx.get(f"http://{exporter.address}/metrics").status_code == 200
     assert env.requests == 15
     assert sim.connections == 1
 
 
 def test_openmetrics_negotiation_and_gzip_as_prometheus_client_does():
     env = static_env("env_a", 3, NOW)
-    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env)) as addr:
+    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env)) as exporter:
         om = httpx.get(
-            f"http://{addr}/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+            f"http://{exporter.address}/metrics",
+            headers={"Accept": "application/openmetrics-text; version=1.0.0"},
         )
-        gz = httpx.get(f"http://{addr}/metrics", headers={"Accept-Encoding": "gzip"})
+        gz = httpx.get(f"http://{exporter.address}/metrics", headers={"Accept-Encoding": "gzip"})
         raw = httpx.Client().send(
-            httpx.Request("GET", f"http://{addr}/metrics", headers={"Accept-Encoding": "gzip"}), stream=True
+            httpx.Request("GET", f"http://{exporter.address}/metrics", headers={"Accept-Encoding": "gzip"}),
+            stream=True,
         )
         compressed = b"".join(raw.iter_raw())
     assert om.headers["content-type"].startswith("application/openmetrics-text")
@@ -171,15 +156,39 @@ def test_openmetrics_negotiation_and_gzip_as_prometheus_client_does():
 
 def test_health_readiness_and_landing_page():
     env = static_env("env_a", 1, NOW)
-    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env)) as addr:
-        healthy = httpx.get(f"http://{addr}/-/healthy")
-        ready = httpx.get(f"http://{addr}/-/ready")
-        landing = httpx.get(f"http://{addr}/")
-        missing = httpx.get(f"http://{addr}/nope")
+    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env)) as exporter:
+        healthy = httpx.get(f"http://{exporter.address}/-/healthy")
+        ready = httpx.get(f"http://{exporter.address}/-/ready")
+        landing = httpx.get(f"http://{exporter.address}/")
+        missing = httpx.get(f"http://{exporter.address}/nope")
+        posted = httpx.post(f"http://{exporter.address}/metrics")
+        reload_by_get = httpx.get(f"http://{exporter.address}/-/reload")
     assert (healthy.status_code, healthy.text) == (200, "Healthy\n")
     assert (ready.status_code, ready.text) == (200, "Ready\n")
     assert '<a href="/metrics">' in landing.text and "/probe?environment_id=env_a" in landing.text
     assert missing.status_code == 404
+    assert (posted.status_code, posted.headers["allow"]) == (405, "GET, HEAD")
+    assert (reload_by_get.status_code, reload_by_get.headers["allow"]) == (405, "POST, PUT")
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "content_type"),
+    [
+        ("/metrics", 200, "text/plain; version=0.0.4; charset=utf-8"),
+        ("/probe?environment_id=env_a", 200, "text/plain; version=0.0.4; charset=utf-8"),
+        ("/probe?environment_id=env_nope", 400, "text/plain; charset=utf-8"),
+        ("/-/healthy", 200, "text/plain; charset=utf-8"),
+        ("/-/ready", 200, "text/plain; charset=utf-8"),
+        ("/", 200, "text/html; charset=utf-8"),
+        ("/nope", 404, "text/plain; charset=utf-8"),
+    ],
+)
+def test_head_works_on_every_endpoint_and_lists_nothing(path, status, content_type):
+    env = static_env("env_a", 1, NOW)
+    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env)) as exporter:
+        r = httpx.head(f"http://{exporter.address}{path}")
+    assert (r.status_code, r.headers["content-type"], r.content) == (status, content_type, b"")
+    assert env.requests == 0
 
 
 def test_keys_never_reach_output_or_logs_and_failures_are_logged_once():
@@ -188,9 +197,11 @@ def test_keys_never_reach_output_or_logs_and_failures_are_logged_once():
     wrong_key = "sk-ant-wrong-key-must-not-leak"
     with running_simulator(ok, locked) as (_sim, url):
         config = config_for(url, ok, locked, keys={"env_locked": wrong_key})
-        with captured_logs() as logs, running_exporter(config) as addr:
-            bodies = [httpx.get(f"http://{addr}/metrics").text for _ in range(3)]
-            bodies.append(httpx.get(f"http://{addr}/probe", params={"environment_id": "env_locked"}).text)
+        with captured_logs() as logs, running_exporter(config) as exporter:
+            bodies = [httpx.get(f"http://{exporter.address}/metrics").text for _ in range(3)]
+            bodies.append(
+                httpx.get(f"http://{exporter.address}/probe", params={"environment_id": "env_locked"}).text
+            )
     text = logs.getvalue()
     for secret in (wrong_key, ok.key, locked.key):
         assert secret not in text
@@ -206,28 +217,44 @@ def test_keys_never_reach_output_or_logs_and_failures_are_logged_once():
 def test_output_passes_promtool_check_metrics():
     promtool = require("promtool")
     envs = [static_env("env_a", 40, NOW), static_env("env_b", 0, NOW, faults=Faults(error_rates={"404": 1}))]
-    with running_simulator(*envs) as (_sim, url), running_exporter(config_for(url, *envs)) as addr:
-        body = httpx.get(f"http://{addr}/metrics").content
+    with running_simulator(*envs) as (_sim, url), running_exporter(config_for(url, *envs)) as exporter:
+        body = httpx.get(f"http://{exporter.address}/metrics").content
     result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout + result.stderr == b""
-
-
-BCRYPT_PW = "$2y$04$5rdYXI91QPOFthQdfP4jSerUv2iCnvWhLd/KhtLAdmNXDUKCgnHaq"  # "pw", cost 4
 
 
 def test_basic_auth_from_the_web_config(tmp_path):
     (tmp_path / "web.yml").write_text(f"basic_auth_users:\n  prom: '{BCRYPT_PW}'\n")
     web = load_web_config(tmp_path / "web.yml")
     env = static_env("env_a", 1, NOW)
-    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env), web) as addr:
-        anonymous = httpx.get(f"http://{addr}/metrics")
-        wrong = httpx.get(f"http://{addr}/metrics", auth=("prom", "nope"))
-        unknown = httpx.get(f"http://{addr}/metrics", auth=("root", "pw"))
-        right = [httpx.get(f"http://{addr}/metrics", auth=("prom", "pw")) for _ in range(2)]
-    assert [anonymous.status_code, wrong.status_code, unknown.status_code] == [401, 401, 401]
+    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env), web) as exporter:
+        base = f"http://{exporter.address}/metrics"
+        anonymous = httpx.get(base)
+        wrong = httpx.get(base, auth=("prom", "nope"))
+        unknown = httpx.get(base, auth=("root", "pw"))
+        right = [httpx.get(base, auth=("prom", "pw")) for _ in range(2)]
+        head = httpx.head(f"http://{exporter.address}/-/healthy")
+    assert [anonymous.status_code, wrong.status_code, unknown.status_code, head.status_code] == [401] * 4
     assert anonymous.headers["www-authenticate"] == 'Basic realm="anthropic-work-exporter"'
     assert [r.status_code for r in right] == [200, 200]
+    assert env.requests == 2  # only the authorised scrapes listed anything
+
+
+def test_an_unknown_user_costs_the_same_bcrypt_check_as_a_wrong_password():
+    checked: list[bytes] = []
+
+    def checkpw(password: bytes, hashed: bytes) -> bool:
+        checked.append(hashed)
+        return False
+
+    auth = BasicAuth({"prom": BCRYPT_PW}, checkpw=checkpw)
+    assert not auth.allows("Basic " + base64.b64encode(b"prom:nope").decode())
+    assert not auth.allows("Basic " + base64.b64encode(b"root:pw").decode())
+    assert len(checked) == 2
+    # The stand-in hash for unknown users is a bcrypt hash of the configured cost: the same work.
+    assert checked[0] == BCRYPT_PW.encode()
+    assert checked[1].split(b"$")[2] == b"04" and checked[1] != checked[0]
 
 
 def _openssl(*args: str) -> None:
@@ -293,18 +320,54 @@ def test_tls(pki, client_ca):
     (pki / "web.yml").write_text(web_yml + ("  client_ca_file: ca.crt\n" if client_ca else ""))
     web = load_web_config(pki / "web.yml")
     env = static_env("env_a", 1, NOW)
-    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env), web) as addr:
+    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env), web) as exporter:
         with_cert = ssl.create_default_context(cafile=pki / "ca.crt")
         with_cert.load_cert_chain(pki / "client.crt", pki / "client.key")
         without_cert = ssl.create_default_context(cafile=pki / "ca.crt")
-        good = httpx.get(f"https://{addr}/metrics", verify=with_cert if client_ca else without_cert)
+        good = httpx.get(
+            f"https://{exporter.address}/metrics", verify=with_cert if client_ca else without_cert
+        )
         if client_ca:  # a client without a certificate is refused
             with pytest.raises(httpx.HTTPError):
-                httpx.get(f"https://{addr}/metrics", verify=without_cert)
-        with pytest.raises(httpx.HTTPError):
-            httpx.get(f"http://{addr}/metrics")  # plain HTTP to a TLS port
+                httpx.get(f"https://{exporter.address}/metrics", verify=without_cert)
     assert good.status_code == 200
     assert "anthropic_work_items" in good.text
+
+
+def _old_tls_client() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with contextlib.suppress(DeprecationWarning):
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+    with contextlib.suppress(ssl.SSLError):
+        context.set_ciphers("ALL:@SECLEVEL=0")
+    return context
+
+
+@pytest.mark.parametrize(
+    ("client", "reason"),
+    # What OpenSSL names an old client's failure depends on the client's own build: any reason will do.
+    [("plain-http", "error=HTTP_REQUEST"), ("tls-1.1", "error=")],
+)
+def test_a_failed_tls_handshake_is_one_log_line(pki, client, reason):
+    (pki / "web.yml").write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    web = load_web_config(pki / "web.yml")
+    env = static_env("env_a", 1, NOW)
+    with running_simulator(env) as (_sim, url), captured_logs() as logs:
+        with running_exporter(config_for(url, env), web) as exporter:
+            with pytest.raises(httpx.HTTPError):
+                if client == "plain-http":
+                    httpx.get(f"http://{exporter.address}/metrics")
+                else:
+                    httpx.get(f"https://{exporter.address}/metrics", verify=_old_tls_client())
+            still = httpx.get(
+                f"https://{exporter.address}/-/healthy",
+                verify=ssl.create_default_context(cafile=pki / "ca.crt"),
+            )
+    lines = [line for line in logs.getvalue().splitlines() if "TLS" in line or "Traceback" in line]
+    assert len(lines) == 1, logs.getvalue()
+    assert 'msg="TLS handshake failed"' in lines[0] and reason in lines[0]
+    assert still.status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -327,24 +390,18 @@ def test_web_config_errors_name_the_key(tmp_path, text, expected):
     assert any(expected in p for p in info.value.problems), info.value.problems
 
 
-@pytest.mark.parametrize("concurrency", [1, 3])
-def test_environments_are_listed_concurrently_up_to_the_configured_bound(concurrency):
-    envs = [static_env(f"env_{n}", 5, NOW, faults=Faults(latency_seconds=0.3)) for n in range(5)]
-    with running_simulator(*envs) as (sim, url):
-        config = config_for(url, *envs, scrape=ScrapeConfig(concurrency=concurrency))
-        with running_exporter(config) as addr:
-            r = httpx.get(f"http://{addr}/metrics", timeout=10)
-    assert r.status_code == 200
-    metrics = samples(r.text)
-    assert all(
-        value(metrics, "anthropic_work_scrape_success", environment_id=f"env_{n}") == 1 for n in range(5)
-    )
-    assert sim.max_in_flight == concurrency
-
-
 def test_name_filters_reach_the_exposition():
     env = static_env("env_a", 3, NOW)
-    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env)) as addr:
-        r = httpx.get(f"http://{addr}/metrics", params={"name[]": "anthropic_work_items"})
+    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env)) as exporter:
+        r = httpx.get(f"http://{exporter.address}/metrics", params={"name[]": "anthropic_work_items"})
     names = {line.split("{")[0] for line in r.text.splitlines() if not line.startswith("#")}
     assert names == {"anthropic_work_items"}
+
+
+def test_a_name_filter_without_per_environment_families_lists_nothing():
+    env = static_env("env_a", 3, NOW)
+    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env)) as exporter:
+        r = httpx.get(f"http://{exporter.address}/metrics", params={"name[]": "process_cpu_seconds_total"})
+    assert r.status_code == 200
+    assert "process_cpu_seconds_total" in r.text and "anthropic_work_items" not in r.text
+    assert env.requests == 0

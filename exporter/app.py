@@ -1,0 +1,217 @@
+"""The ASGI application behind every endpoint.
+
+A scrape takes the current runtime, computes its deadline from Prometheus's
+`X-Prometheus-Scrape-Timeout-Seconds` (defensively: garbage, negative, NaN,
+infinite or absurdly large values fall back to `scrape.timeout_seconds`), asks the
+refresh policy for results by then, and renders them with prometheus-client's own
+exposition (text or OpenMetrics by `Accept`, gzip by `Accept-Encoding`, `name[]`
+filters). A `name[]` filter that asks for no per-environment family lists nothing.
+
+Nothing upstream can make this answer anything but 200: failures are in the
+results. An exception here is the exporter's own bug; it is logged with its
+traceback and answered with a plain 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import math
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client.exposition import choose_encoder
+
+from . import __version__
+from .collectors.scrape import EngineCountersCollector, ScrapeCollector
+from .collectors.work import WorkCollector
+from .config import Environment, ScrapeConfig
+from .engine import EngineCounters, EnvironmentResult
+from .runtime import Reloader, Runtime
+
+log = logging.getLogger("exporter.http")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+MIN_BUDGET_SECONDS = 0.1
+# Prometheus caps a scrape timeout at the scrape interval; anything past an hour is not a timeout.
+MAX_SCRAPE_TIMEOUT_SECONDS = 3600.0
+# Families whose values come from listing environments; a name[] filter without any of them lists nothing.
+LISTED_FAMILIES = tuple(
+    family.name for collector in (WorkCollector([]), ScrapeCollector([])) for family in collector.describe()
+)
+
+
+def scrape_budget(header: str | None, scrape: ScrapeConfig) -> float:
+    """Seconds this scrape may take: Prometheus's timeout less our offset, or the configured default."""
+    try:
+        timeout = float(header) if header is not None else math.nan
+    except ValueError:  # not a number at all
+        timeout = math.nan
+    if not (0 < timeout <= MAX_SCRAPE_TIMEOUT_SECONDS):  # also false for NaN
+        return scrape.timeout_seconds
+    return max(timeout - scrape.timeout_offset_seconds, MIN_BUDGET_SECONDS)
+
+
+class ExporterApp:
+    def __init__(
+        self,
+        reloader: Reloader,
+        registry: CollectorRegistry,
+        counters: EngineCounters,
+        *,
+        demo: bool = False,
+    ):
+        self.reloader = reloader
+        self.registry = registry  # the exporter's own metrics: shown on /metrics only
+        self.counters = counters
+        self.demo = demo
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan and websockets are not served
+            return
+        try:
+            with self.reloader.use() as runtime:
+                await self._route(runtime, scope, receive, send)
+        except Exception:  # our own bug; upstream trouble never gets here
+            log.exception("internal error answering a request", extra={"path": scope.get("path", "")})
+            await _reply(send, scope, 500, "Internal error; see the exporter's log.\n")
+
+    async def _route(self, runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _headers(scope)
+        auth = runtime.web.basic_auth if runtime.web else None
+        if auth is not None:
+            header = headers.get("authorization")
+            # bcrypt is slow on purpose: off the event loop, unless this header was verified before.
+            if not (auth.remembered(header) or await asyncio.to_thread(auth.allows, header)):
+                await _reply(
+                    send,
+                    scope,
+                    401,
+                    "Unauthorized\n",
+                    [("WWW-Authenticate", 'Basic realm="anthropic-work-exporter"')],
+                )
+                return
+        path, method = scope["path"], scope["method"]
+        if path == "/-/reload":
+            if method not in ("POST", "PUT"):
+                await _reply(send, scope, 405, "Use POST to reload the config.\n", [("Allow", "POST, PUT")])
+                return
+            problems = await self.reloader.reload()
+            if problems:
+                await _reply(
+                    send,
+                    scope,
+                    500,
+                    "Reload refused; the running config stays:\n" + "\n".join(problems) + "\n",
+                )
+            else:
+                await _reply(send, scope, 200, "Reloaded.\n")
+            return
+        if method not in ("GET", "HEAD"):
+            await _reply(send, scope, 405, "Method not allowed.\n", [("Allow", "GET, HEAD")])
+            return
+        if path == "/metrics":
+            await self._metrics(runtime, scope, receive, send, runtime.config.environments, headers, own=True)
+        elif path == "/probe":
+            await self._probe(runtime, scope, receive, send, headers)
+        elif path == "/-/healthy":
+            await _reply(send, scope, 200, "Healthy\n")
+        elif path == "/-/ready":
+            await _reply(send, scope, 200, "Ready\n")
+        elif path == "/":
+            page = self._landing_page(runtime.config.environments)
+            await _reply(send, scope, 200, page, [("Content-Type", "text/html; charset=utf-8")])
+        else:
+            await _reply(send, scope, 404, "Not found. Try /metrics or /probe.\n")
+
+    async def _probe(
+        self, runtime: Runtime, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
+    ) -> None:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        ids = query.get("environment_id", [])
+        if len(ids) != 1 or not ids[0]:
+            await _reply(
+                send, scope, 400, "400: give exactly one environment_id, e.g. /probe?environment_id=env_...\n"
+            )
+            return
+        env = runtime.config.environment(ids[0])
+        if env is None:
+            await _reply(
+                send,
+                scope,
+                400,
+                f"400: environment_id {ids[0][:200]!r} is not in this exporter's config; "
+                "only configured environments can be probed\n",
+            )
+            return
+        await self._metrics(runtime, scope, receive, send, (env,), headers, own=False)
+
+    async def _metrics(
+        self,
+        runtime: Runtime,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        environments: Sequence[Environment],
+        headers: dict[str, str],
+        own: bool,
+    ) -> None:
+        if scope["method"] == "HEAD":  # the headers a GET would have, without listing anything
+            _, content_type = choose_encoder(headers.get("accept", ""))
+            await _reply(send, scope, 200, "", [("Content-Type", content_type)])
+            return
+        names = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("name[]")
+        results: list[EnvironmentResult] = []
+        if not names or any(n.startswith(LISTED_FAMILIES) for n in names):
+            budget = scrape_budget(headers.get("x-prometheus-scrape-timeout-seconds"), runtime.config.scrape)
+            deadline = asyncio.get_running_loop().time() + budget
+            results = await runtime.policy.results(environments, deadline)
+        # auto_describe: the long-lived registry has no describe(), and name[] needs its names.
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(WorkCollector(results))
+        registry.register(ScrapeCollector(results))
+        registry.register(EngineCountersCollector(self.counters, {env.id for env in environments}))
+        if own:
+            registry.register(self.registry)
+        await make_asgi_app(registry)(scope, receive, send)
+
+    def _landing_page(self, environments: Sequence[Environment]) -> str:
+        links = "".join(
+            f'<li><a href="/probe?{html.escape(urlencode({"environment_id": e.id}))}">/probe?environment_id='
+            f"{html.escape(e.id)}</a> ({html.escape(e.name)})</li>"
+            for e in environments
+        )
+        demo = " <strong>Demo mode</strong>: a built-in simulated API." if self.demo else ""
+        return (
+            "<!doctype html><html><head><title>anthropic-work-exporter</title></head><body>"
+            f"<h1>anthropic-work-exporter {html.escape(__version__)}</h1><p>Work items of Anthropic "
+            f"Managed Agents self-hosted environments, for Prometheus.{demo}</p><ul>"
+            '<li><a href="/metrics">/metrics</a>: every configured environment</li>'
+            f"{links}"
+            '<li><a href="/-/healthy">/-/healthy</a>, <a href="/-/ready">/-/ready</a></li>'
+            "</ul></body></html>\n"
+        )
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+async def _reply(
+    send: Send, scope: Scope, status: int, body: str, headers: list[tuple[str, str]] | None = None
+) -> None:
+    data = body.encode()
+    headers = headers or [("Content-Type", "text/plain; charset=utf-8")]
+    if not any(k.lower() == "content-type" for k, _ in headers):
+        headers = [*headers, ("Content-Type", "text/plain; charset=utf-8")]
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers]
+    if body or scope.get("method") != "HEAD":
+        raw.append((b"content-length", str(len(data)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": data})

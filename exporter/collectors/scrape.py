@@ -1,0 +1,94 @@
+"""How each environment's listing went: success, duration, names, requests and failures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..engine import EngineCounters, EnvironmentResult
+
+ENV = "environment_id"
+
+
+class ScrapeCollector(Collector):
+    """`anthropic_work_scrape_success{environment_id="env_011CZkZ9X2dpNyB7HsEFoRfW"} 1.0`"""
+
+    def __init__(self, results: Sequence[EnvironmentResult]):
+        self.results = results
+
+    def describe(self) -> Iterator[Metric]:
+        yield from _families()
+
+    def collect(self) -> Iterator[Metric]:
+        success, duration, info = _families()
+        for result in self.results:
+            env = result.environment
+            info.add_metric([env.id, env.name], 1)
+            success.add_metric([env.id], 1 if result.success else 0)
+            duration.add_metric([env.id], result.duration_seconds)
+        yield from (success, duration, info)
+
+
+def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    return (
+        GaugeMetricFamily(
+            "anthropic_work_scrape_success",
+            "1 if this environment's listing completed in this scrape, else 0.",
+            labels=[ENV],
+        ),
+        GaugeMetricFamily(
+            "anthropic_work_scrape_duration_seconds",
+            "Seconds spent listing this environment's work in this scrape.",
+            labels=[ENV],
+        ),
+        GaugeMetricFamily(
+            "anthropic_work_environment_info",
+            "Always 1; the environment's display name.",
+            labels=[ENV, "name"],
+        ),
+    )
+
+
+class EngineCountersCollector(Collector):
+    """Upstream requests and failed listings, for the environments of one scrape.
+
+    Sample line::
+
+        anthropic_work_api_requests_total{code="200",environment_id="env_011CZkZ9X2dpNyB7HsEFoRfW"} 42.0
+    """
+
+    def __init__(self, counters: EngineCounters, environment_ids: set[str]):
+        self.counters = counters
+        self.environment_ids = environment_ids
+
+    def describe(self) -> Iterator[Metric]:
+        yield from _counter_families()
+
+    def collect(self) -> Iterator[Metric]:
+        requests, failures = _counter_families()
+        for (env_id, code), count in sorted(self.counters.requests.items()):
+            if env_id in self.environment_ids:
+                requests.add_metric([env_id, code], count)
+        for (env_id, source, reason), count in sorted(self.counters.failures.items()):
+            if env_id in self.environment_ids:
+                failures.add_metric([env_id, source, reason], count)
+        yield from (requests, failures)
+
+
+def _counter_families() -> tuple[CounterMetricFamily, CounterMetricFamily]:
+    return (
+        CounterMetricFamily(
+            "anthropic_work_api_requests",
+            "Upstream API requests by HTTP status code, or error (connection) / timeout.",
+            labels=[ENV, "code"],
+        ),
+        CounterMetricFamily(
+            "anthropic_work_listing_failures",
+            "Listings that ended without a result, by source (work) and reason "
+            "(http_<status>, timeout, connection, deadline, invalid_response, response_too_large, "
+            "repeated_cursor, too_many_pages, internal).",
+            labels=[ENV, "source", "reason"],
+        ),
+    )

@@ -1,0 +1,310 @@
+"""The simulated world: environments, their work items' lifecycles, and ground truth.
+
+Each item is born with a schedule (when it is acknowledged, starts, heartbeats,
+dies, is asked to stop, stops); its state at any instant is a pure function of
+that schedule, so the simulator always knows its own ground truth (`truth()`),
+and pausing it freezes every item in place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .faults import Faults
+
+# The simulator keeps its own copy of these API facts, so its ground truth does not
+# lean on the exporter's code.
+HEARTBEAT_STATES = ("starting", "active", "stopping")
+AGED_STATES = ("queued", "starting", "active", "stopping")  # stopped items have no time in state
+
+
+@dataclass
+class Profile:
+    """How work arrives and behaves in a live environment (rates per second, means in seconds)."""
+
+    arrivals_per_second: float
+    queue_wait: float = 10.0  # created -> acknowledged
+    start_delay: float = 3.0  # acknowledged -> started
+    run_time: float = 180.0  # started -> stop requested
+    stop_time: float = 5.0  # stop requested -> stopped
+    heartbeat_interval: float = 5.0
+    worker_death_rate: float = 0.0  # chance a worker dies mid-way (its heartbeats stop)
+    dead_work_timeout: float = 900.0  # a dead worker's item is asked to stop after this
+    retention: float = 600.0  # stopped items stay listed this long
+
+
+@dataclass
+class Item:
+    """One work item's whole schedule; `None` means it never happens."""
+
+    id: str
+    session: str
+    created: float
+    acknowledged: float | None
+    started: float | None
+    stop_requested: float | None
+    stopped: float | None
+    first_heartbeat: float | None
+    heartbeat_interval: float
+    dies: float | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def state(self, t: float) -> str:
+        if self.acknowledged is None or t < self.acknowledged:
+            return "queued"
+        if self.stop_requested is not None and t >= self.stop_requested:
+            return "stopped" if self.stopped is not None and t >= self.stopped else "stopping"
+        if self.started is None or t < self.started:
+            return "starting"
+        return "active"
+
+    def entered(self, state: str) -> float | None:
+        """When the item entered `state`, for the states that have an age."""
+        return {
+            "queued": self.created,
+            "starting": self.acknowledged,
+            "active": self.started,
+            "stopping": self.stop_requested,
+        }.get(state)
+
+    def latest_heartbeat(self, t: float) -> float | None:
+        if self.first_heartbeat is None:
+            return None
+        end = min(x for x in (t, self.dies, self.stopped) if x is not None)
+        if end < self.first_heartbeat:
+            return None
+        beats = math.floor((end - self.first_heartbeat) / self.heartbeat_interval)
+        return self.first_heartbeat + beats * self.heartbeat_interval
+
+    def visible(self, t: float) -> dict[str, Any]:
+        """The item as the API lists it at instant `t`."""
+
+        def at(x: float | None) -> str | None:
+            return rfc3339(x) if x is not None and x <= t else None
+
+        state = self.state(t)
+        return {
+            "id": self.id,
+            "type": "work",
+            "environment_id": "",
+            "state": state,
+            "created_at": rfc3339(self.created),
+            "acknowledged_at": at(self.acknowledged),
+            "started_at": at(self.started),
+            "latest_heartbeat_at": _maybe(self.latest_heartbeat(t)),
+            "stop_requested_at": at(self.stop_requested),
+            "stopped_at": at(self.stopped),
+            "metadata": self.metadata,
+            "data": {"id": self.session, "type": "session"},
+            "secret": None,  # null on every path but polling, as the API documents
+        }
+
+
+def _maybe(x: float | None) -> str | None:
+    return rfc3339(x) if x is not None else None
+
+
+def rfc3339(unix: float) -> str:
+    """Microsecond RFC 3339 with Z, as the API writes timestamps."""
+    whole = math.floor(unix)
+    micros = round((unix - whole) * 1e6)
+    if micros == 1_000_000:
+        whole, micros = whole + 1, 0
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{micros:06d}Z"
+
+
+class SimEnvironment:
+    """One environment: its items, credentials, faults and (if live) its lifecycle."""
+
+    def __init__(
+        self,
+        id: str,
+        name: str,
+        *,
+        key: str | None = None,
+        profile: Profile | None = None,
+        items: Iterable[Item] = (),
+        seed: int = 0,
+        faults: Faults | None = None,
+    ):
+        self.id = id
+        self.name = name
+        self.key = key or f"sk-ant-env-{id}"
+        self.profile = profile
+        self.items: list[Item] = sorted(items, key=lambda i: i.id)
+        self.faults = faults or Faults()
+        self.rng = random.Random(seed)
+        self.fault_rng = random.Random(seed + 1)
+        self._next_arrival: float | None = None
+        self._serial = 0
+        self.requests = 0  # listing requests that reached this environment
+        self._cache: tuple[float, list[str], list[Item], dict[str, bytes]] | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self, t0: float, warmup: float) -> None:
+        """Begin arrivals `warmup` seconds before t0, so the first scrape sees history."""
+        if self.profile is not None and self.profile.arrivals_per_second > 0:
+            self._next_arrival = t0 - warmup
+            self.advance(t0)
+
+    def advance(self, t: float) -> None:
+        p = self.profile
+        if p is None or self._next_arrival is None:
+            return
+        while self._next_arrival <= t:
+            self.items.append(self._new_item(self._next_arrival, p))
+            self._next_arrival += self.rng.expovariate(p.arrivals_per_second)
+        cutoff = t - p.retention
+        if self.items and self.items[0].stopped is not None and self.items[0].stopped < cutoff:
+            self.items = [i for i in self.items if i.stopped is None or i.stopped >= cutoff]
+
+    def _new_item(self, created: float, p: Profile) -> Item:
+        r = self.rng
+        self._serial += 1
+        ack = created + r.expovariate(1 / p.queue_wait)
+        start = ack + r.expovariate(1 / p.start_delay)
+        stop_req = start + r.expovariate(1 / p.run_time)
+        first_beat = ack + r.uniform(0.2, 1.0) * p.heartbeat_interval
+        started: float | None = start
+        heartbeat: float | None = first_beat
+        dies = None
+        if r.random() < p.worker_death_rate:
+            dies = ack + r.uniform(0, p.start_delay + p.run_time)
+            if dies < first_beat:  # died before its first heartbeat: stuck starting, never seen
+                heartbeat, started = None, None
+            elif dies < start:
+                started = None
+            stop_req = dies + p.dead_work_timeout
+        stopped = stop_req + r.expovariate(1 / p.stop_time)
+        return Item(
+            id=f"work_{self.id[-6:]}{self._serial:010d}",
+            session=f"session_{uuid.uuid4().hex[:24]}",
+            created=created,
+            acknowledged=ack,
+            started=started,
+            stop_requested=stop_req,
+            stopped=stopped,
+            first_heartbeat=heartbeat,
+            heartbeat_interval=p.heartbeat_interval,
+            dies=dies,
+            metadata={"team": r.choice(["search", "billing", "infra"])},
+        )
+
+    # -- listing ---------------------------------------------------------------
+
+    def listing(self, t: float) -> tuple[list[str], list[Item], dict[str, bytes]]:
+        """Ids and items listed at `t`, and a JSON cache that lives while `t` stands still."""
+        if self._cache is None or self._cache[0] != t:
+            visible = [i for i in self.items if i.created <= t]
+            self._cache = (t, [i.id for i in visible], visible, {})
+        return self._cache[1], self._cache[2], self._cache[3]
+
+    def blob(self, item: Item, t: float, cache: dict[str, bytes]) -> bytes:
+        data = cache.get(item.id)
+        if data is None:
+            doc = item.visible(t)
+            doc["environment_id"] = self.id
+            data = cache[item.id] = json.dumps(doc, separators=(",", ":")).encode()
+        return data
+
+    def truth(self, t: float, now: float) -> dict[str, Any]:
+        """What the API shows at `t`, with ages measured at `now`: the exporter's ground truth."""
+        counts = dict.fromkeys(("queued", "starting", "active", "stopping", "stopped"), 0)
+        heartbeat_ages: dict[str, list[float]] = {s: [] for s in HEARTBEAT_STATES}
+        without = dict.fromkeys(HEARTBEAT_STATES, 0)
+        state_ages: dict[str, list[float]] = {s: [] for s in AGED_STATES}
+        for item in self.items:
+            if item.created > t:
+                continue
+            state = item.state(t)
+            counts[state] += 1
+            since = item.entered(state)
+            if since is not None:
+                state_ages[state].append(max(0.0, now - since))
+            if state in HEARTBEAT_STATES:
+                beat = item.latest_heartbeat(t)
+                if beat is None:
+                    without[state] += 1
+                else:
+                    heartbeat_ages[state].append(max(0.0, now - beat))
+        return {
+            "items": counts,
+            "heartbeat_ages": heartbeat_ages,
+            "without_heartbeat": without,
+            "state_ages": state_ages,
+        }
+
+
+def static_items(count: int, now: float, seed: int = 0) -> list[Item]:
+    """A fixed population (for tests and the benchmark): a mix of every state."""
+    r = random.Random(seed)
+    items = []
+    for n in range(count):
+        created = now - r.uniform(60, 7200)
+        kind = n % 10
+        # 20 % queued, 20 % starting (half of them without a heartbeat), 40 % active,
+        # 10 % stopping, 10 % stopped; nothing later than `now`.
+        ack = created + r.uniform(1, 30) if kind >= 2 else None
+        first = ack + 2 if ack is not None and kind != 2 else None
+        start = ack + r.uniform(1, 10) if ack is not None and kind >= 4 else None
+        stop_req = start + r.uniform(10, 40) if start is not None and kind >= 8 else None
+        stopped = stop_req + r.uniform(1, 5) if stop_req is not None and kind == 9 else None
+
+        def clip(x: float | None) -> float | None:
+            return None if x is None else min(x, now)
+
+        items.append(
+            Item(
+                id=f"work_{n:012d}",
+                session=f"session_{n:012d}",
+                created=created,
+                acknowledged=clip(ack),
+                started=clip(start),
+                stop_requested=clip(stop_req),
+                stopped=clip(stopped),
+                first_heartbeat=clip(first),
+                heartbeat_interval=5.0,
+                metadata={"n": str(n)},
+            )
+        )
+    return items
+
+
+def demo_environments() -> list[SimEnvironment]:
+    """Three environments of different character, for --demo."""
+    return [
+        # Busy enough to be rate-limited now and then: the exporter retries those 429s.
+        SimEnvironment(
+            "env_01demoBusySandboxes00",
+            "busy-sandboxes",
+            seed=1,
+            profile=Profile(arrivals_per_second=2.0, queue_wait=20, run_time=120),
+            faults=Faults(error_rates={"429": 0.05}, retry_after_seconds=0.05),
+        ),
+        SimEnvironment(
+            "env_01demoIdleSandboxes00",
+            "idle-sandboxes",
+            seed=2,
+            profile=Profile(arrivals_per_second=0.02, queue_wait=3, run_time=300),
+        ),
+        SimEnvironment(
+            "env_01demoDyingWorkers000",
+            "dying-workers",
+            seed=3,
+            profile=Profile(
+                arrivals_per_second=0.3,
+                queue_wait=60,
+                run_time=240,
+                worker_death_rate=0.35,
+                dead_work_timeout=1200,
+            ),
+        ),
+    ]

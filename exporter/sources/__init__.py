@@ -1,0 +1,43 @@
+"""Sources: one per upstream endpoint. Each requests, parses and folds into a result.
+
+A source never sees a socket, a retry or a deadline: it is handed a `Fetch`
+(the engine's way to GET a path for one environment) and the wall clock, and
+returns its result or raises `SourceFailed`. Anything else it raises is the
+exporter's own bug, which the engine reports as reason `internal`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol, TypeVar
+
+from ..config import Environment
+
+T_co = TypeVar("T_co", covariant=True)
+
+# GET `path` (from the API root) with `params` for the environment being listed; the body's bytes.
+Fetch = Callable[[str, Mapping[str, str | int]], Awaitable[bytes]]
+WallClock = Callable[[], float]
+
+
+class SourceFailed(Exception):
+    """A source could not produce its result; `reason` is a short code for metrics and logs.
+
+    The message is one line for the log. It may carry upstream text, which the
+    failure log cleans (length, characters, configured keys) before writing it.
+    """
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class Source(Protocol[T_co]):
+    """One endpoint. `name` keys its outcome in an EnvironmentResult ("work", "stats")."""
+
+    name: str
+
+    async def collect(self, env: Environment, fetch: Fetch) -> T_co: ...
+
+
+Outcomes = Mapping[str, Any]

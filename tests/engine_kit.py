@@ -1,0 +1,110 @@
+"""Build the engine as the CLI does, for tests on a virtual-time loop, and a source tests can hold."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import httpx
+from conftest import NOW
+
+from exporter.client import UpstreamClient
+from exporter.config import BucketConfig, Config, Environment, parse_config
+from exporter.engine import Engine, EngineCounters
+from exporter.failures import FailureLog
+from exporter.redact import Redactor
+from exporter.sources import Fetch, Source
+from exporter.sources.work import WorkSource
+
+API = "https://api.anthropic.com/v1/environments"
+KEY_ENV = {"ANTHROPIC_ENVIRONMENT_KEY": "env-key"}
+
+
+def config_for(*env_ids: str, yaml: str = "", environ: dict[str, str] | None = None) -> Config:
+    envs = "".join(f"  - id: {e}\n" for e in env_ids)
+    return parse_config(f"{yaml}environments:\n{envs}", KEY_ENV if environ is None else environ)
+
+
+def work_source(config: Config, wall_clock: Callable[[], float] = lambda: NOW) -> WorkSource:
+    b = config.buckets
+    return WorkSource(
+        config.api.page_size, config.api.max_pages, b.heartbeat_age_seconds, b.state_age_seconds, wall_clock
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_engine(
+    config: Config,
+    sources: Sequence[Source[Any]] | None = None,
+    *,
+    buckets: BucketConfig | None = None,
+    jitter: float = 0.0,
+    wall_clock: Callable[[], float] = lambda: NOW,
+    transport: httpx.AsyncBaseTransport | None = None,
+    counters: EngineCounters | None = None,
+) -> AsyncIterator[Engine]:
+    """An Engine over one AsyncClient (respx intercepts it, or `transport` answers)."""
+    if buckets is not None:
+        config = Config(config.environments, config.api, config.scrape, buckets)
+    http = httpx.AsyncClient(transport=transport) if transport is not None else httpx.AsyncClient()
+    engine = Engine(
+        config.api,
+        sources if sources is not None else [work_source(config, wall_clock)],
+        UpstreamClient(http, config.api.max_response_bytes),
+        concurrency=config.scrape.concurrency,
+        observer=counters if counters is not None else EngineCounters(),
+        failures=FailureLog(clock=lambda: asyncio.get_running_loop().time()),
+        redactor=Redactor(config.secrets()),
+        jitter=lambda: jitter,
+        wall_clock=wall_clock,
+    )
+    try:
+        yield engine
+    finally:
+        await engine.aclose()
+
+
+class HeldSource:
+    """A source that does nothing until the test releases an environment.
+
+    `entered[env_id]` is set when a listing of that environment starts, `release(env_id)`
+    lets it finish with `value`, `cancelled` lists the environments whose listing was
+    abandoned, and `calls` counts listings per environment.
+    """
+
+    name = "work"
+
+    def __init__(self, value: Any = "listed"):
+        self.value = value
+        self.entered: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self.gates: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self.started: list[str] = []
+        self.cancelled: list[str] = []
+        self.calls: defaultdict[str, int] = defaultdict(int)
+        self.errors: dict[str, BaseException] = {}
+
+    async def collect(self, env: Environment, fetch: Fetch) -> Any:
+        self.started.append(env.id)
+        self.calls[env.id] += 1
+        self.entered[env.id].set()
+        try:
+            await self.gates[env.id].wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(env.id)
+            raise
+        if env.id in self.errors:
+            raise self.errors[env.id]
+        return self.value
+
+    def release(self, *env_ids: str) -> None:
+        for env_id in env_ids:
+            self.gates[env_id].set()
+
+
+async def settle() -> None:
+    """Let every task that can run, run (no time passes on a virtual-time loop)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
