@@ -9,7 +9,6 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-import pytest
 from prometheus_client import CollectorRegistry
 
 T = TypeVar("T")
@@ -70,13 +69,18 @@ def page_bytes(items: list[dict[str, Any]], next_page: str | None = None) -> byt
 
 
 class FakeClock:
-    """Time that only moves when a test says so."""
+    """Time that only moves when code sleeps (or a test says so)."""
 
     def __init__(self, start: float = 1000.0):
         self.now = start
+        self.sleeps: list[float] = []
 
     def __call__(self) -> float:
         return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
 
 
 class _VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]

@@ -21,7 +21,7 @@ def test_minimal_config_uses_defaults_and_the_environment_key():
     config = parse_config("environments:\n  - id: env_a\n", KEY_ENV)
     env = config.environments[0]
     assert (env.id, env.name) == ("env_a", "env_a")
-    assert env.credentials.headers() == {"Authorization": "Bearer env-key-value"}
+    assert (env.credentials.type, env.credentials.value.reveal()) == ("environment_key", "env-key-value")
     assert config.api.base_url == "https://api.anthropic.com"
     assert config.api.anthropic_version == "2023-06-01"
     assert config.api.betas == ("managed-agents-2026-04-01",)
@@ -29,7 +29,8 @@ def test_minimal_config_uses_defaults_and_the_environment_key():
 
 def test_without_credentials_falls_back_to_the_api_key_as_x_api_key():
     config = parse_config("environments:\n  - id: env_a\n", {"ANTHROPIC_API_KEY": "api-key-value"})
-    assert config.environments[0].credentials.headers() == {"X-Api-Key": "api-key-value"}
+    creds = config.environments[0].credentials
+    assert (creds.type, creds.value.reveal()) == ("api_key", "api-key-value")
 
 
 def test_environment_key_wins_over_api_key_when_both_are_set():
@@ -55,8 +56,8 @@ def test_global_credentials_and_per_environment_override(tmp_path):
         base_dir=tmp_path,
     )
     a, b = config.environments
-    assert a.credentials.headers() == {"X-Api-Key": "shared-key"}
-    assert b.credentials.headers() == {"Authorization": "Bearer file-key"}
+    assert (a.credentials.type, a.credentials.value.reveal()) == ("api_key", "shared-key")
+    assert (b.credentials.type, b.credentials.value.reveal()) == ("environment_key", "file-key")
     assert b.name == "prod"
 
 
@@ -227,3 +228,39 @@ def test_the_example_config_is_valid_and_shows_every_option():
         "environments[]": set().union(*map(set, uncommented["environments"])),
     }
     assert shown == KEYS
+
+
+@pytest.mark.parametrize(
+    ("key", "where"),
+    [
+        ("sk-ant-caf\u00e9", "environments[0].credentials.value_env: the key in env K"),
+        ("sk-ant two", "environments[0].credentials.value_env: the key in env K"),
+        ("sk-ant-\x00", "environments[0].credentials.value_env: the key in env K"),
+    ],
+    ids=["non-ascii", "space-inside", "control-character"],
+)
+def test_a_key_that_cannot_go_into_a_header_is_refused_at_load_without_showing_it(key, where):
+    problems = errors(
+        "environments:\n  - id: env_a\n    credentials: {type: api_key, value_env: K}\n", {"K": key}
+    )
+    assert problems == [
+        f"config.yaml:3: {where} is not usable: it must be printable ASCII with no spaces inside"
+    ]
+    assert key not in problems[0]
+
+
+def test_a_fallback_key_that_cannot_go_into_a_header_is_refused_once():
+    problems = errors("environments: [{id: a}, {id: b}]\n", {"ANTHROPIC_ENVIRONMENT_KEY": "k\u00e9y"})
+    assert problems == [
+        "config.yaml:1: environments: the key in env ANTHROPIC_ENVIRONMENT_KEY is not usable: "
+        "it must be printable ASCII with no spaces inside"
+    ]
+
+
+def test_the_response_size_cap_is_configurable_and_has_a_floor():
+    config = parse_config("api: {max_response_bytes: 100000}\nenvironments: [{id: e}]\n", KEY_ENV)
+    assert config.api.max_response_bytes == 100000
+    assert parse_config("environments: [{id: e}]\n", KEY_ENV).api.max_response_bytes == 8 * 1024 * 1024
+    assert errors("api: {max_response_bytes: 10}\nenvironments: [{id: e}]\n") == [
+        "config.yaml:1: api.max_response_bytes: must be >= 65536, got 10"
+    ]

@@ -131,23 +131,30 @@ def test_probe_matches_the_ground_truth_for_one_environment(stack):
 
 
 FAULTS = [
-    ("401", {"error_rates": {"401": 1.0}}, 0),
-    ("404", {"error_rates": {"404": 1.0}}, 0),
-    ("429-retry-after", {"error_rates": {"429": 1.0}, "retry_after_seconds": 0.2}, 0),
-    ("500", {"error_rates": {"500": 1.0}}, 0),
-    ("529", {"error_rates": {"529": 1.0}}, 0),
-    ("html-error-page", {"error_rates": {"502": 1.0}, "html_errors": True}, 0),
-    ("truncated-json", {"truncated_json": 1.0}, 0),
-    ("repeated-cursor", {"repeat_cursor": True}, 0),
-    ("empty-pages", {"empty_pages": 2}, 1),  # legal: the listing still completes, exactly
-    ("flaky-500", {"error_rates": {"500": 0.3}}, None),  # retried: may or may not complete
-    ("latency-past-deadline", {"latency_seconds": 6.0}, 0),  # keep last: its listing outlives the scrape
+    ("401", {"error_rates": {"401": 1.0}}, 0, "http_401"),
+    ("404", {"error_rates": {"404": 1.0}}, 0, "http_404"),
+    ("429-retry-after", {"error_rates": {"429": 1.0}, "retry_after_seconds": 0.2}, 0, "http_429"),
+    ("500", {"error_rates": {"500": 1.0}}, 0, "http_500"),
+    ("529", {"error_rates": {"529": 1.0}}, 0, "http_529"),
+    ("html-error-page", {"error_rates": {"502": 1.0}, "html_errors": True}, 0, "http_502"),
+    ("truncated-json", {"truncated_json": 1.0}, 0, "invalid_response"),
+    ("repeated-cursor", {"repeat_cursor": True}, 0, "repeated_cursor"),
+    ("empty-pages", {"empty_pages": 2}, 1, None),  # legal: the listing still completes, exactly
+    ("flaky-500", {"error_rates": {"500": 0.3}}, None, None),  # retried: may or may not complete
+    # What a hostile or broken server could send; each costs only its own environment.
+    ("trickling-body", {"trickle_bytes_per_second": 1.0}, 0, "deadline"),
+    ("gzip-bomb-1GiB", {"gzip_bomb_bytes": 1 << 30}, 0, "response_too_large"),
+    ("malformed-gzip", {"malformed_gzip": True}, 0, "invalid_response"),
+    ("json-nested-100000-deep", {"nesting_depth": 100_000}, 0, "invalid_response"),
+    ("cursor-of-a-megabyte", {"cursor_bytes": 1 << 20}, 0, "invalid_response"),
+    ("echoed-credential", {"echo_credential": True}, 0, "http_401"),
+    ("latency-past-deadline", {"latency_seconds": 6.0}, 0, "deadline"),
 ]
 
 
-@pytest.mark.parametrize(("fault", "settings", "success"), FAULTS, ids=[f[0] for f in FAULTS])
+@pytest.mark.parametrize(("fault", "settings", "success", "reason"), FAULTS, ids=[f[0] for f in FAULTS])
 def test_each_fault_leaves_the_other_environments_exact_and_the_answer_on_time(
-    stack, fault, settings, success
+    stack, fault, settings, success, reason
 ):
     faulty = stack["envs"][1]  # the 250-item environment: several pages
     httpx.post(
@@ -170,8 +177,25 @@ def test_each_fault_leaves_the_other_environments_exact_and_the_answer_on_time(
     elif success == 0:
         assert got == 0
         assert value(metrics, "anthropic_work_items", environment_id=faulty, state="queued") is None
+        # Why, from the failure counter (a listing cut at the deadline is counted as it ends,
+        # which can be just after this answer went out: read it again, without listing).
+        counters = httpx.get(
+            stack["exporter"] + "/metrics", params={"name[]": "anthropic_work_listing_failures_total"}
+        )
+        failures = value(
+            samples(counters.text),
+            "anthropic_work_listing_failures_total",
+            environment_id=faulty,
+            source="work",
+            reason=reason,
+        )
+        assert failures is not None and failures >= 1
     else:
         assert got in (0, 1)
+    log = stack["log"].read_text()
+    assert "Traceback" not in log
+    for key in stack["keys"].values():
+        assert key not in log
 
 
 def test_failures_are_logged_without_keys(stack):
@@ -184,6 +208,6 @@ def test_failures_are_logged_without_keys(stack):
     finally:
         httpx.post(f"{stack['sim']}/_sim/faults", params={"environment_id": faulty}, json={})
     text = stack["log"].read_text()
-    assert f"environment_id={faulty} environment_name=static-2 reason=http_403" in text
+    assert f"environment_id={faulty} environment_name=static-2 source=work reason=http_403" in text
     for key in stack["keys"].values():
         assert key not in text

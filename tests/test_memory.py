@@ -7,7 +7,7 @@ import json
 import tracemalloc
 
 import httpx
-from conftest import NOW, run_virtual, work
+from conftest import run_virtual, work
 from engine_kit import config_for, running_engine
 
 PAGE = 200

@@ -23,8 +23,8 @@ def healthcheck_command(port: int) -> list[str]:
 
 def test_the_image_healthcheck_passes_against_a_live_exporter_and_fails_without_one():
     env = static_env("env_a", 1, time.time())
-    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env)) as addr:
-        port = int(addr.rsplit(":", 1)[1])
+    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env)) as exporter:
+        port = int(exporter.address.rsplit(":", 1)[1])
         alive = subprocess.run(healthcheck_command(port), capture_output=True, check=False, timeout=30)
     dead = subprocess.run(healthcheck_command(port), capture_output=True, check=False, timeout=30)
     assert alive.returncode == 0, alive.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from datetime import datetime
 
@@ -29,10 +30,10 @@ def make(*envs: SimEnvironment, **kw) -> tuple[Simulator, FakeClock]:
 
 def get(sim: Simulator, env: SimEnvironment, headers: dict | None = None, **query):
     auth = {"authorization": f"Bearer {env.key}"} if headers is None else headers
-    status, out, body = sim.handle(
+    r = sim.handle(
         f"/v1/environments/{env.id}/work", {k: [str(v)] for k, v in query.items()}, {**OK_HEADERS, **auth}
     )
-    return status, out, body
+    return r.status, r.headers, r.body
 
 
 def list_all(sim: Simulator, env: SimEnvironment, limit: int = 7) -> list[dict]:
@@ -101,17 +102,15 @@ def test_another_environments_key_is_refused():
 def test_version_and_beta_headers_are_required(env, drop, message):
     sim, _ = make(env)
     headers = {k: v for k, v in OK_HEADERS.items() if k != drop}
-    status, _, body = sim.handle(
-        f"/v1/environments/{env.id}/work", {}, {**headers, "authorization": f"Bearer {env.key}"}
-    )
-    assert status == 400
-    assert message in json.loads(body)["error"]["message"]
+    r = sim.handle(f"/v1/environments/{env.id}/work", {}, {**headers, "authorization": f"Bearer {env.key}"})
+    assert r.status == 400
+    assert message in json.loads(r.body)["error"]["message"]
 
 
 def test_unknown_environment_is_a_404(env):
     sim, _ = make(env)
-    status, _, body = sim.handle("/v1/environments/env_nope/work", {}, {**OK_HEADERS, "x-api-key": API_KEY})
-    assert (status, json.loads(body)["error"]["type"]) == (404, "not_found_error")
+    r = sim.handle("/v1/environments/env_nope/work", {}, {**OK_HEADERS, "x-api-key": API_KEY})
+    assert (r.status, json.loads(r.body)["error"]["type"]) == (404, "not_found_error")
 
 
 @pytest.mark.parametrize("limit", [0, 11, "x"])
@@ -274,3 +273,35 @@ def test_the_demo_environments_differ_in_character():
     assert sum(busy["items"].values()) > 10 * sum(idle["items"].values())
     assert max(dying["heartbeat_ages"]["active"]) > 300
     assert max(busy["heartbeat_ages"]["active"]) < 10
+
+
+@pytest.mark.parametrize(
+    ("faults", "status", "encoding", "check"),
+    [
+        (Faults(gzip_bomb_bytes=1 << 24), 200, "gzip", lambda body: len(gzip.decompress(body)) == 1 << 24),
+        (Faults(malformed_gzip=True), 200, "gzip", lambda body: body.startswith(b"\x1f\x8b")),
+        (Faults(nesting_depth=1000), 200, None, lambda body: body == b"[" * 1000 + b"]" * 1000),
+        (Faults(cursor_bytes=5000), 200, None, lambda body: len(json.loads(body)["next_page"]) == 5000),
+    ],
+    ids=["gzip-bomb", "malformed-gzip", "deep-nesting", "huge-cursor"],
+)
+def test_hostile_bodies(env, faults, status, encoding, check):
+    env.faults = faults
+    code, headers, body = get(make(env)[0], env)
+    assert (code, headers.get("content-encoding")) == (status, encoding)
+    assert check(body)
+
+
+def test_an_echoed_credential(env):
+    env.faults = Faults(echo_credential=True)
+    code, headers, body = get(make(env)[0], env)
+    assert code == 401
+    assert env.key in json.loads(body)["error"]["message"] and env.key in headers["request-id"]
+
+
+def test_a_trickling_body_is_marked_for_the_http_layer(env):
+    env.faults = Faults(trickle_bytes_per_second=2.0)
+    r = make(env)[0].handle(
+        f"/v1/environments/{env.id}/work", {}, {**OK_HEADERS, "authorization": f"Bearer {env.key}"}
+    )
+    assert (r.status, r.trickle_bytes_per_second) == (200, 2.0)

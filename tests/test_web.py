@@ -353,17 +353,19 @@ def test_a_failed_tls_handshake_is_one_log_line(pki, client, reason):
     (pki / "web.yml").write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
     web = load_web_config(pki / "web.yml")
     env = static_env("env_a", 1, NOW)
-    with running_simulator(env) as (_sim, url), captured_logs() as logs:
-        with running_exporter(config_for(url, env), web) as exporter:
-            with pytest.raises(httpx.HTTPError):
-                if client == "plain-http":
-                    httpx.get(f"http://{exporter.address}/metrics")
-                else:
-                    httpx.get(f"https://{exporter.address}/metrics", verify=_old_tls_client())
-            still = httpx.get(
-                f"https://{exporter.address}/-/healthy",
-                verify=ssl.create_default_context(cafile=pki / "ca.crt"),
-            )
+    with (
+        running_simulator(env) as (_sim, url),
+        captured_logs() as logs,
+        running_exporter(config_for(url, env), web) as exporter,
+    ):
+        with pytest.raises(httpx.HTTPError):
+            if client == "plain-http":
+                httpx.get(f"http://{exporter.address}/metrics")
+            else:
+                httpx.get(f"https://{exporter.address}/metrics", verify=_old_tls_client())
+        still = httpx.get(
+            f"https://{exporter.address}/-/healthy", verify=ssl.create_default_context(cafile=pki / "ca.crt")
+        )
     lines = [line for line in logs.getvalue().splitlines() if "TLS" in line or "Traceback" in line]
     assert len(lines) == 1, logs.getvalue()
     assert 'msg="TLS handshake failed"' in lines[0] and reason in lines[0]

@@ -8,6 +8,7 @@ Control endpoints (no auth; bind to loopback): `GET /_sim/truth?environment_id=I
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from dataclasses import asdict
@@ -16,7 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .api import Response, Simulator
-from .faults import Faults
+from .faults import Faults, gzip_bomb
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -65,6 +66,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(Response(400, {}, str(exc).encode()))
             if env is None:
                 return self._send(Response(404, {}, b"unknown environment"))
+            if faults.gzip_bomb_bytes:
+                gzip_bomb(faults.gzip_bomb_bytes)  # made (and cached) now, not while a client waits
             env.faults = faults
             return self._send(Response(200, {}, json.dumps(asdict(faults)).encode()))
         self._send(Response(404, {}, b""))
@@ -90,6 +93,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], OSError):  # a client that hung up: what clients do
+            return
+        super().handle_error(request, client_address)
 
 
 def serve(simulator: Simulator, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
