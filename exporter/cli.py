@@ -236,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "environments": len(config.environments),
             "tls": bool(web and web.ssl_context),
             "version": __version__,
+            "pid": os.getpid(),
         },
     )
     asyncio.run(_serve_until_signalled(sock, (config, web), load, args.demo, limits))

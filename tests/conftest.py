@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import selectors
+import subprocess
 import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+import pytest
 from prometheus_client import CollectorRegistry
+from tools import require
 
 T = TypeVar("T")
 
@@ -138,3 +141,60 @@ def snapshot(registry: CollectorRegistry) -> CollectorRegistry:
     frozen = CollectorRegistry()
     frozen.register(_Frozen(list(registry.collect())))
     return frozen
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def pki(tmp_path):
+    require("openssl")  # a real PKI: a CA, a server and a client certificate
+    d = tmp_path
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        str(d / "ca.key"),
+        "-out",
+        str(d / "ca.crt"),
+    )
+    for name, cn in (("server", "127.0.0.1"), ("client", "prometheus")):
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={cn}",
+            "-keyout",
+            str(d / f"{name}.key"),
+            "-out",
+            str(d / f"{name}.csr"),
+        )
+        (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(d / f"{name}.csr"),
+            "-CA",
+            str(d / "ca.crt"),
+            "-CAkey",
+            str(d / "ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            str(d / "ext.cnf"),
+            "-out",
+            str(d / f"{name}.crt"),
+        )
+    return d

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
+import httpx
 import pytest
+import yaml
+from exposition import samples, value
+from processes import free_port, simulator_process, wait_for
 
 from exporter.cli import parse_listen_address
+from exporter.server import ServerLimits
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd=None) -> subprocess.CompletedProcess:
@@ -114,3 +123,74 @@ def test_listen_addresses(value, expected):
 def test_bad_listen_addresses(value):
     with pytest.raises(ValueError, match=r"--web\.listen-address"):
         parse_listen_address(value)
+
+
+@pytest.mark.slow
+def test_sigterm_lets_a_scrape_being_answered_finish_and_exits_despite_stuck_upstream(tmp_path):
+    """One environment never answers. SIGTERM arrives while two scrapes wait on it: the one due
+    within the grace period is answered, the other is cut at the grace, and the process exits 0."""
+    with simulator_process("--static", "5", "5") as sim:
+        stuck, healthy = list(sim["environments"])
+        httpx.post(
+            f"{sim['url']}/_sim/faults", params={"environment_id": stuck}, json={"latency_seconds": 600}
+        ).raise_for_status()
+        environments = [
+            {"id": e, "credentials": {"type": "environment_key", "value_env": f"K{n}"}}
+            for n, e in enumerate((stuck, healthy))
+        ]
+        (tmp_path / "config.yaml").write_text(
+            yaml.safe_dump({"api": {"base_url": sim["url"]}, "environments": environments})
+        )
+        keys = {f"K{n}": sim["environments"][e] for n, e in enumerate((stuck, healthy))}
+        command = [sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{free_port()}"]
+        port = command[-1].rsplit(":", 1)[1]
+        base = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+        process = subprocess.Popen(
+            command, cwd=tmp_path, env={**base, **keys}, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            wait_for("the exporter", lambda: _answers(f"http://127.0.0.1:{port}/-/ready"))
+            answers: dict[str, httpx.Response | Exception] = {}
+            scrapes = [
+                threading.Thread(target=_scrape, args=(f"http://127.0.0.1:{port}/metrics", timeout, answers))
+                for timeout in ("3", "60")
+            ]
+            for scrape in scrapes:
+                scrape.start()
+            wait_for("both scrapes to wait on the stuck environment", lambda: _in_flight(sim["url"]) >= 2)
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=30)
+            exited_after = time.monotonic() - signalled
+            for scrape in scrapes:
+                scrape.join()
+        finally:
+            process.kill()
+            process.wait()
+    assert code == 0, process.stderr.read() if process.stderr else ""
+    assert exited_after < ServerLimits().graceful_seconds + 3
+    answered = answers["3"]
+    assert isinstance(answered, httpx.Response) and answered.status_code == 200
+    metrics = samples(answered.text)
+    assert value(metrics, "anthropic_work_scrape_success", environment_id=stuck) == 0
+    assert value(metrics, "anthropic_work_scrape_success", environment_id=healthy) == 1
+    assert not isinstance(answers["60"], httpx.Response) or answers["60"].status_code != 200
+
+
+def _answers(url: str) -> bool:
+    with contextlib.suppress(httpx.TransportError):
+        return httpx.get(url, timeout=1).status_code == 200
+    return False
+
+
+def _in_flight(sim_url: str) -> int:
+    return httpx.get(f"{sim_url}/_sim/stats").json()["in_flight"]
+
+
+def _scrape(url: str, timeout: str, answers: dict) -> None:
+    try:
+        answers[timeout] = httpx.get(
+            url, headers={"X-Prometheus-Scrape-Timeout-Seconds": timeout}, timeout=90
+        )
+    except httpx.HTTPError as exc:
+        answers[timeout] = exc

@@ -97,6 +97,7 @@ def test_bodies_past_the_limit_or_undecodable_fail_cleanly(headers, content, rea
     assert (failure.code, failure.reason) == ("200", reason)
 
 
+@pytest.mark.slow
 def test_a_gzip_bomb_costs_at_most_the_limit():
     """Inflating stops one byte past the limit: 1 GiB of zeros is never held."""
     gigabyte = answer(200, bomb(1 << 30), {"content-encoding": "gzip"})  # about 1 MiB on the wire

@@ -36,6 +36,7 @@ def test_alertmanager_example_passes_amtool():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_the_probe_example_gives_each_environment_its_own_target(tmp_path):
     prometheus = require("prometheus")
     config = yaml.safe_load((EXAMPLES / "prometheus-probe.yml").read_text())

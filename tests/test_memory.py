@@ -7,6 +7,7 @@ import json
 import tracemalloc
 
 import httpx
+import pytest
 from conftest import run_virtual, work
 from engine_kit import config_for, running_engine
 
@@ -47,6 +48,7 @@ def peak_bytes_listing(total_items: int) -> int:
     return peak
 
 
+@pytest.mark.slow
 def test_three_times_the_items_grows_the_peak_by_less_than_one_page():
     # Both sizes are past 128 pages: urllib caches the last 128 URLs it split (each cursor
     # makes a new URL), a bounded cost that would otherwise look like growth.

@@ -21,6 +21,8 @@ from processes import exporter_process, free_port, running, wait_for
 from tools import query, require
 from upstream import DEMO_ENVS
 
+pytestmark = pytest.mark.slow  # a real Prometheus and Alertmanager scraping --demo
+
 ROOT = Path(__file__).parent.parent
 DYING = "env_01demoDyingWorkers000"
 JOB = "anthropic-work"

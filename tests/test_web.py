@@ -12,6 +12,7 @@ import math
 import ssl
 import subprocess
 import time
+import warnings
 
 import httpx
 import pytest
@@ -257,63 +258,6 @@ def test_an_unknown_user_costs_the_same_bcrypt_check_as_a_wrong_password():
     assert checked[1].split(b"$")[2] == b"04" and checked[1] != checked[0]
 
 
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
-@pytest.fixture
-def pki(tmp_path):
-    require("openssl")
-    d = tmp_path
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=test-ca",
-        "-keyout",
-        str(d / "ca.key"),
-        "-out",
-        str(d / "ca.crt"),
-    )
-    for name, cn in (("server", "127.0.0.1"), ("client", "prometheus")):
-        _openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            f"/CN={cn}",
-            "-keyout",
-            str(d / f"{name}.key"),
-            "-out",
-            str(d / f"{name}.csr"),
-        )
-        (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            str(d / f"{name}.csr"),
-            "-CA",
-            str(d / "ca.crt"),
-            "-CAkey",
-            str(d / "ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            str(d / "ext.cnf"),
-            "-out",
-            str(d / f"{name}.crt"),
-        )
-    return d
-
-
 @pytest.mark.parametrize("client_ca", [True, False], ids=["client-certificates", "server-only"])
 def test_tls(pki, client_ca):
     web_yml = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_version: TLS12\n"
@@ -337,7 +281,8 @@ def test_tls(pki, client_ca):
 def _old_tls_client() -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    with contextlib.suppress(DeprecationWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # old on purpose: that is the test
         context.maximum_version = ssl.TLSVersion.TLSv1_1
     with contextlib.suppress(ssl.SSLError):
         context.set_ciphers("ALL:@SECLEVEL=0")

@@ -75,6 +75,16 @@ class Simulator:
         with self.lock:
             self.paused_at = None
 
+    def stats(self) -> dict[str, Any]:
+        """What the API has served so far: for tests and benchmarks that count requests."""
+        with self.lock:
+            return {
+                "requests": {env.id: env.requests for env in self.environments.values()},
+                "in_flight": self.in_flight,
+                "max_in_flight": self.max_in_flight,
+                "connections": self.connections,
+            }
+
     def truth(self, environment_id: str, now: float | None = None) -> dict[str, Any]:
         with self.lock:
             t = self.now()

@@ -1,6 +1,7 @@
 """The simulated API over HTTP/1.1 with keep-alive, plus control endpoints for tests.
 
 Control endpoints (no auth; bind to loopback): `GET /_sim/truth?environment_id=ID&now=UNIX`,
+`GET /_sim/stats` (requests per environment, requests in flight, connections),
 `POST /_sim/faults?environment_id=ID` (JSON body, fields of `Faults`),
 `POST /_sim/pause`, `POST /_sim/resume`.
 """
@@ -41,6 +42,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(Response(404, {"content-type": "application/json"}, b'{"error":"unknown"}'))
             now = float(query["now"][0]) if "now" in query else None
             body = json.dumps(self.simulator.truth(env_id, now)).encode()
+            return self._send(Response(200, {"content-type": "application/json"}, body))
+        if url.path == "/_sim/stats":
+            body = json.dumps(self.simulator.stats()).encode()
             return self._send(Response(200, {"content-type": "application/json"}, body))
         headers = {k.lower(): v for k, v in self.headers.items()}
         response = self.simulator.handle(url.path, query, headers)

@@ -1,0 +1,144 @@
+"""Reloading the config: by POST /-/reload and by SIGHUP; a broken config is refused whole."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+from exposition import samples, value
+from processes import exporter_process, simulator_process, wait_for
+from upstream import running_exporter, running_simulator, static_env
+
+from exporter.cli import loader
+from exporter.config import load_config
+from exporter.simulator import Faults
+
+NOW = time.time()
+RELOAD_OK = "anthropic_work_exporter_config_last_reload_successful"
+RELOAD_AT = "anthropic_work_exporter_config_last_reload_success_timestamp_seconds"
+
+
+def write_config(path: Path, url: str, *env_ids: str) -> None:
+    environments = [
+        {"id": e, "credentials": {"type": "environment_key", "value_env": f"KEY_{e}"}} for e in env_ids
+    ]
+    path.write_text(yaml.safe_dump({"api": {"base_url": url}, "environments": environments}))
+
+
+def listed(body: str) -> set[str]:
+    return {
+        dict(labels)["environment_id"]
+        for (name, labels) in samples(body)
+        if name == "anthropic_work_scrape_success"
+    }
+
+
+def test_post_reload_applies_a_good_config_and_refuses_a_broken_one_whole(tmp_path):
+    a, b = static_env("env_a", 3, NOW), static_env("env_b", 4, NOW)
+    environ = {"KEY_env_a": a.key, "KEY_env_b": b.key}
+    path = tmp_path / "config.yaml"
+    with running_simulator(a, b) as (_sim, url):
+        write_config(path, url, "env_a")
+        args = argparse.Namespace(demo=False, config_file=str(path), web_config=None)
+        initial = (load_config(path, environ), None)
+        with running_exporter(initial[0], load=loader(args, environ)) as exporter:
+            base = f"http://{exporter.address}"
+            before = httpx.get(f"{base}/metrics").text
+            write_config(path, url, "env_a", "env_b")
+            good = httpx.post(f"{base}/-/reload")
+            after_good = httpx.get(f"{base}/metrics").text
+            path.write_text("environments:\n  - id: env_a\n    colour: red\n")
+            bad = httpx.post(f"{base}/-/reload")
+            after_bad = httpx.get(f"{base}/metrics").text
+    assert listed(before) == {"env_a"}
+    assert (good.status_code, good.text) == (200, "Reloaded.\n")
+    assert listed(after_good) == {"env_a", "env_b"}
+    assert value(samples(after_good), RELOAD_OK) == 1
+    assert value(samples(after_good), RELOAD_AT) >= value(samples(before), RELOAD_AT) > 0
+    assert bad.status_code == 500
+    assert f"{path}:3: environments[0].colour: unknown key" in bad.text
+    assert listed(after_bad) == {"env_a", "env_b"}  # the running config stays
+    assert value(samples(after_bad), RELOAD_OK) == 0
+
+
+def test_an_in_flight_scrape_finishes_on_the_config_it_started_with(tmp_path):
+    slow = static_env("env_slow", 3, NOW, faults=Faults(latency_seconds=1.0))
+    other = static_env("env_other", 3, NOW)
+    environ = {"KEY_env_slow": slow.key, "KEY_env_other": other.key}
+    path = tmp_path / "config.yaml"
+    with running_simulator(slow, other) as (sim, url):
+        write_config(path, url, "env_slow")
+        args = argparse.Namespace(demo=False, config_file=str(path), web_config=None)
+        with running_exporter(load_config(path, environ), load=loader(args, environ)) as exporter:
+            base = f"http://{exporter.address}"
+            answers: list[httpx.Response] = []
+            scrape = threading.Thread(target=lambda: answers.append(httpx.get(f"{base}/metrics", timeout=30)))
+            scrape.start()
+            wait_for("the scrape to reach the API", lambda: sim.in_flight == 1)
+            write_config(path, url, "env_other")
+            assert exporter.reload() == []
+            scrape.join()
+            after = httpx.get(f"{base}/metrics").text
+    (during,) = answers
+    assert listed(during.text) == {"env_slow"}
+    assert value(samples(during.text), "anthropic_work_scrape_success", environment_id="env_slow") == 1
+    assert listed(after) == {"env_other"}
+
+
+def test_sighup_reloads_the_config_and_a_second_sighup_does_too(tmp_path):
+    with simulator_process("--static", "2", "3") as sim:
+        first, second = list(sim["environments"])
+        keys = {f"KEY_{e}": key for e, key in sim["environments"].items()}
+        write_config(tmp_path / "config.yaml", sim["url"], first)
+        with exporter_process("--config.file", "config.yaml", env=keys, cwd=tmp_path) as (url, log):
+            assert listed(httpx.get(f"{url}/metrics").text) == {first}
+            pid = _pid_listening(log)
+            write_config(tmp_path / "config.yaml", sim["url"], first, second)
+            os.kill(pid, signal.SIGHUP)
+            wait_for("the reload", lambda: listed(httpx.get(f"{url}/metrics").text) == {first, second})
+            write_config(tmp_path / "config.yaml", sim["url"], second)
+            os.kill(pid, signal.SIGHUP)
+            wait_for("the second reload", lambda: listed(httpx.get(f"{url}/metrics").text) == {second})
+            assert httpx.get(f"{url}/-/healthy").status_code == 200
+        assert log.read_text().count('msg="config reloaded"') == 2
+
+
+def _pid_listening(log: Path) -> int:
+    for line in log.read_text().splitlines():
+        if "msg=listening" in line:
+            return int(line.split(" pid=")[1].split()[0])
+    raise AssertionError(log.read_text())
+
+
+BCRYPT_PW = "$2y$04$5rdYXI91QPOFthQdfP4jSerUv2iCnvWhLd/KhtLAdmNXDUKCgnHaq"  # "pw", cost 4
+
+
+def test_the_web_config_reloads_too_but_not_tls_on_or_off(pki):
+    env = static_env("env_a", 1, NOW)
+    path, web_path = pki / "config.yaml", pki / "web.yml"
+    environ = {"KEY_env_a": env.key}
+    with running_simulator(env) as (_sim, url):
+        write_config(path, url, "env_a")
+        web_path.write_text("")
+        args = argparse.Namespace(demo=False, config_file=str(path), web_config=str(web_path))
+        load = loader(args, environ)
+        config, web = load()
+        with running_exporter(config, web, load=load) as exporter:
+            base = f"http://{exporter.address}"
+            open_before = httpx.get(f"{base}/-/healthy").status_code
+            web_path.write_text(f"basic_auth_users:\n  prom: '{BCRYPT_PW}'\n")
+            reloaded = httpx.post(f"{base}/-/reload").status_code
+            anonymous = httpx.get(f"{base}/-/healthy").status_code
+            with_password = httpx.get(f"{base}/-/healthy", auth=("prom", "pw")).status_code
+            web_path.write_text("tls_server_config: {cert_file: server.crt, key_file: server.key}\n")
+            tls = httpx.post(f"{base}/-/reload", auth=("prom", "pw"))
+            still = httpx.get(f"{base}/-/healthy", auth=("prom", "pw")).status_code
+    assert (open_before, reloaded, anonymous, with_password) == (200, 200, 401, 200)
+    assert tls.status_code == 500 and "turning TLS on or off needs a restart" in tls.text
+    assert still == 200
