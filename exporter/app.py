@@ -18,6 +18,7 @@ import asyncio
 import html
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -30,6 +31,7 @@ from .collectors.scrape import EngineCountersCollector, ScrapeCollector
 from .collectors.work import WorkCollector
 from .config import Environment, ScrapeConfig
 from .engine import EngineCounters, EnvironmentResult
+from .policy import ResultStore
 from .runtime import Reloader, Runtime
 
 log = logging.getLogger("exporter.http")
@@ -64,12 +66,14 @@ class ExporterApp:
         reloader: Reloader,
         registry: CollectorRegistry,
         counters: EngineCounters,
+        store: ResultStore,
         *,
         demo: bool = False,
     ):
         self.reloader = reloader
         self.registry = registry  # the exporter's own metrics: shown on /metrics only
         self.counters = counters
+        self.store = store  # the latest result per environment, for the landing page
         self.demo = demo
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -182,20 +186,32 @@ class ExporterApp:
         await make_asgi_app(registry)(scope, receive, send)
 
     def _landing_page(self, environments: Sequence[Environment]) -> str:
-        links = "".join(
-            f'<li><a href="/probe?{html.escape(urlencode({"environment_id": e.id}))}">/probe?environment_id='
-            f"{html.escape(e.id)}</a> ({html.escape(e.name)})</li>"
-            for e in environments
-        )
+        rows = "".join(self._row(env) for env in environments)
         demo = " <strong>Demo mode</strong>: a built-in simulated API." if self.demo else ""
         return (
             "<!doctype html><html><head><title>anthropic-work-exporter</title></head><body>"
             f"<h1>anthropic-work-exporter {html.escape(__version__)}</h1><p>Work items of Anthropic "
             f"Managed Agents self-hosted environments, for Prometheus.{demo}</p><ul>"
             '<li><a href="/metrics">/metrics</a>: every configured environment</li>'
-            f"{links}"
-            '<li><a href="/-/healthy">/-/healthy</a>, <a href="/-/ready">/-/ready</a></li>'
-            "</ul></body></html>\n"
+            '<li><a href="/-/healthy">/-/healthy</a>, <a href="/-/ready">/-/ready</a></li></ul>'
+            "<table><tr><th>environment</th><th>name</th><th>last listing</th></tr>"
+            f"{rows}</table></body></html>\n"
+        )
+
+    def _row(self, env: Environment) -> str:
+        probe = html.escape(urlencode({"environment_id": env.id}))
+        latest = self.store.latest(env.id)
+        if latest is None:
+            last = "not listed yet"
+        else:
+            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(latest.finished_at))
+            reasons = sorted({f.reason for f in latest.failures.values()})
+            last = f"{'ok' if latest.success else 'failed'} at {when}" + (
+                f" ({', '.join(reasons)})" if reasons else ""
+            )
+        return (
+            f'<tr><td><a href="/probe?{probe}">{html.escape(env.id)}</a></td>'
+            f"<td>{html.escape(env.name)}</td><td>{html.escape(last)}</td></tr>"
         )
 
 

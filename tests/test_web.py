@@ -160,6 +160,8 @@ def test_health_readiness_and_landing_page():
     with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env)) as exporter:
         healthy = httpx.get(f"http://{exporter.address}/-/healthy")
         ready = httpx.get(f"http://{exporter.address}/-/ready")
+        before = httpx.get(f"http://{exporter.address}/")
+        httpx.get(f"http://{exporter.address}/metrics")
         landing = httpx.get(f"http://{exporter.address}/")
         missing = httpx.get(f"http://{exporter.address}/nope")
         posted = httpx.post(f"http://{exporter.address}/metrics")
@@ -167,6 +169,8 @@ def test_health_readiness_and_landing_page():
     assert (healthy.status_code, healthy.text) == (200, "Healthy\n")
     assert (ready.status_code, ready.text) == (200, "Ready\n")
     assert '<a href="/metrics">' in landing.text and "/probe?environment_id=env_a" in landing.text
+    assert "<td>not listed yet</td>" in before.text
+    assert "<td>ok at 20" in landing.text
     assert missing.status_code == 404
     assert (posted.status_code, posted.headers["allow"]) == (405, "GET, HEAD")
     assert (reload_by_get.status_code, reload_by_get.headers["allow"]) == (405, "POST, PUT")
