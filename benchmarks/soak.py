@@ -175,8 +175,9 @@ def main() -> None:
                 if not samples or now - started >= len(samples) * SAMPLE_SECONDS:
                     status = proc_status(exporter.pid)
                     samples.append((now - started, status))
-                    t, (rss, threads, fds), total = now - started, status.values(), sum(tally.values())
-                    print(f"{t:6.0f} {rss:9.1f} {threads:8.0f} {fds:5.0f} {total:9d}", flush=True)
+                    rss, count, fds = status["rss_mb"], status["threads"], status["fds"]
+                    elapsed, total = now - started, sum(tally.values())
+                    print(f"{elapsed:6.0f} {rss:9.1f} {count:8.0f} {fds:5.0f} {total:9d}", flush=True)
                 if now >= end:
                     break
                 time.sleep(1)  # a sampling loop, not a test

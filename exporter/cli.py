@@ -119,13 +119,12 @@ def build_policy(
     `tls` is made once per process: loading the CA bundle for every reload would cost
     a megabyte of memory and tens of milliseconds each time.
     """
-    concurrency = config.scrape.concurrency
-    http = httpx.AsyncClient(
-        verify=tls,
-        limits=httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2),
-        follow_redirects=False,
-    )
-    client = UpstreamClient(http, config.api.max_response_bytes)
+
+    def connection_pool() -> httpx.AsyncClient:  # one per environment: a request or two at a time
+        limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
+        return httpx.AsyncClient(verify=tls, limits=limits, follow_redirects=False)
+
+    client = UpstreamClient(connection_pool, config.api.max_response_bytes)
     buckets = config.buckets
     work = WorkSource(
         config.api.page_size,
@@ -138,7 +137,7 @@ def build_policy(
         config.api,
         [work],
         client,
-        concurrency=concurrency,
+        concurrency=config.scrape.concurrency,
         observer=counters,
         failures=failures,
         redactor=Redactor(config.secrets()),

@@ -125,7 +125,11 @@ class _Listing:
         self.running = False  # it holds a slot: its time is its own
 
     def extend(self, deadline: float, now: float) -> bool:
-        """Let it run until `deadline` too; False if it is already past its own (too late to join)."""
+        """Let it run until `deadline` too; False if it is already past its own (too late to join).
+
+        A listing leaves the in-flight table in the same step as its sources finish (see
+        `Engine._run`), so a listing found there still has its timeout running.
+        """
         if now >= self.deadline or (self.timeout is not None and self.timeout.expired()):
             return False
         if deadline > self.deadline:
@@ -173,25 +177,35 @@ class Engine:
         started = loop.time()
         # Start the environments that were on time last time first: they take the free slots.
         order = sorted(environments, key=lambda env: env.id in self._late)
-        listings = {env.id: self._join(env, deadline) for env in order}
-        pending = [listing.task for listing in listings.values() if listing.task is not None]
+        listings: dict[str, _Listing | Failure] = {}
+        for env in order:
+            try:
+                listings[env.id] = self._join(env, deadline)
+            except Exception as exc:  # our own bug: this environment's failure, never the scrape's
+                listings[env.id] = self._internal(exc)
+        pending = [x.task for x in listings.values() if isinstance(x, _Listing) and x.task is not None]
         if pending:
             await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
         results = []
         for env in environments:
-            task = listings[env.id].task
+            listing = listings[env.id]
+            task = listing.task if isinstance(listing, _Listing) else None
             if task is not None and task.done() and not task.cancelled() and task.exception() is None:
                 results.append(task.result())
                 continue
-            if task is not None and task.done():  # _run itself broke, or the engine is closing
-                failure = Failure("internal", "the listing ended without a result")
+            if isinstance(listing, Failure):
+                failure = listing
+            elif task is not None and task.done():  # _run itself broke, or the engine is closing
+                error = task.exception() if not task.cancelled() else None
+                failure = self._internal(error) if error else Failure("internal", "the listing was cancelled")
             else:  # still running for a scrape with a later deadline, or stuck: not ours to wait for
                 failure = Failure("deadline", "not finished before the scrape deadline")
-                if listings[env.id].running:  # out of time with a slot: to the back of the next queue
+                if listing.running:  # out of time with a slot: to the back of the next queue
                     self._late.add(env.id)
-            results.append(
-                self._result(env, loop.time() - started, {}, dict.fromkeys(self._names(), failure))
-            )
+            result = self._result(env, loop.time() - started, {}, dict.fromkeys(self._names(), failure))
+            if failure.reason == "internal":
+                self._record(result, ran=False)
+            results.append(result)
         return results
 
     def _join(self, env: Environment, deadline: float) -> _Listing:
@@ -202,14 +216,14 @@ class Engine:
         task = listing.task = asyncio.create_task(self._run(listing), name=f"list {env.id}")
         self._inflight[env.id] = listing
         self._tasks.add(task)
-
-        def done(_: asyncio.Task[EnvironmentResult]) -> None:
-            self._tasks.discard(task)
-            if self._inflight.get(env.id) is listing:
-                del self._inflight[env.id]
-
-        task.add_done_callback(done)
+        task.add_done_callback(self._tasks.discard)
         return listing
+
+    def _internal(self, exc: BaseException) -> Failure:
+        where = "".join(traceback.format_exception(exc))
+        return Failure(
+            "internal", self.redactor.clean(f"{type(exc).__name__}: {exc}"), self.redactor.redact(where)
+        )
 
     async def aclose(self) -> None:
         """Abandon every listing in flight and close the connections."""
@@ -222,6 +236,13 @@ class Engine:
     # -- one environment -------------------------------------------------------
 
     async def _run(self, listing: _Listing) -> EnvironmentResult:
+        try:
+            return await self._list(listing)
+        finally:  # in the same step as the result: nobody can join a listing that has ended
+            if self._inflight.get(listing.env.id) is listing:
+                del self._inflight[listing.env.id]
+
+    async def _list(self, listing: _Listing) -> EnvironmentResult:
         loop = asyncio.get_running_loop()
         started = loop.time()
         env = listing.env
@@ -326,7 +347,7 @@ class Engine:
             if self.budget is not None:
                 await self.budget.acquire(listing.deadline)
             try:
-                reply = await self.client.get(url, params, headers, self.api.request_timeout_seconds)
+                reply = await self.client.get(url, params, headers, self.api.request_timeout_seconds, env_id)
             except TransportFailure as exc:
                 self.observer.request(env_id, exc.code)
                 failure = SourceFailed(exc.reason, str(exc))

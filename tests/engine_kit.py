@@ -49,7 +49,10 @@ async def running_engine(
     """An Engine over one AsyncClient (respx intercepts it, or `transport` answers)."""
     if buckets is not None:
         config = Config(config.environments, config.api, config.scrape, buckets)
-    http = httpx.AsyncClient(transport=transport) if transport is not None else httpx.AsyncClient()
+
+    def http() -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=transport) if transport is not None else httpx.AsyncClient()
+
     engine = Engine(
         config.api,
         sources if sources is not None else [work_source(config, wall_clock)],

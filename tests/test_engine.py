@@ -19,6 +19,7 @@ from engine_kit import API, HeldSource, config_for, running_engine, settle
 
 from exporter.engine import EngineCounters
 from exporter.logs import setup_logging
+from exporter.sources import SourceFailed
 
 URL = f"{API}/env_a/work"
 
@@ -412,6 +413,52 @@ def test_overlapping_scrapes_share_one_listing_per_environment():
     results = run_virtual(go())
     assert [[r.success for r in rs] for rs in results] == [[True, True]] * 3
     assert source.calls == {"env_a": 1, "env_b": 1}
+
+
+class StartsAScrapeOnFailure(EngineCounters):
+    """An observer that, told of a failed listing, starts another scrape of the same environment.
+
+    Its first step then runs right after the failed listing's last one, before anything else
+    that listing's end scheduled: the moment the soak test once caught a scrape joining a
+    listing whose timeout had already finished (RuntimeError: Cannot change state of finished
+    Timeout), which reached the HTTP response as a 500.
+    """
+
+    def __init__(self, start):
+        super().__init__()
+        self.start, self.started = start, []
+
+    def failed(self, environment_id, source, reason):
+        super().failed(environment_id, source, reason)
+        if not self.started:
+            self.started.append(asyncio.create_task(self.start()))
+
+
+def test_a_scrape_that_arrives_in_the_step_a_listing_ends_gets_a_result():
+    source = HeldSource()
+    source.errors["env_a"] = SourceFailed("http_503", "unavailable")
+    source.release("env_a")
+    config = config_for("env_a")
+
+    async def go():
+        async with running_engine(config, [source], counters=observer) as engine:
+            deadline = asyncio.get_running_loop().time() + 30
+            engine_ref.append(engine)
+            (first,) = await engine.scrape(config.environments, deadline)
+            while not observer.started:
+                await asyncio.sleep(0)
+            (second,) = await observer.started[0]
+            return first, second
+
+    engine_ref: list = []
+
+    async def another():
+        return await engine_ref[0].scrape(config.environments, asyncio.get_running_loop().time() + 60)
+
+    observer = StartsAScrapeOnFailure(another)
+    first, second = run_virtual(go())
+    assert first.failures["work"].reason == second.failures["work"].reason == "http_503"
+    assert source.calls == {"env_a": 2}  # the second scrape listed again: the first had ended
 
 
 # -- isolation -------------------------------------------------------------------

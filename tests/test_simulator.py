@@ -305,3 +305,11 @@ def test_a_trickling_body_is_marked_for_the_http_layer(env):
         f"/v1/environments/{env.id}/work", {}, {**OK_HEADERS, "authorization": f"Bearer {env.key}"}
     )
     assert (r.status, r.trickle_bytes_per_second) == (200, 2.0)
+
+
+def test_leaked_secrets_are_on_every_item(env):
+    env.faults = Faults(leak_secrets=True)
+    _, _, body = get(make(env)[0], env, limit=5)
+    assert [item["secret"] for item in json.loads(body)["data"]] == [
+        f"work-secret-{item.id}" for item in env.items[:5]
+    ]

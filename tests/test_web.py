@@ -197,7 +197,7 @@ def test_head_works_on_every_endpoint_and_lists_nothing(path, status, content_ty
 
 
 def test_keys_never_reach_output_or_logs_and_failures_are_logged_once():
-    ok = static_env("env_ok", 5, NOW)
+    ok = static_env("env_ok", 5, NOW, faults=Faults(leak_secrets=True))
     locked = static_env("env_locked", 5, NOW)
     wrong_key = "sk-ant-wrong-key-must-not-leak"
     with running_simulator(ok, locked) as (_sim, url):
@@ -216,7 +216,9 @@ def test_keys_never_reach_output_or_logs_and_failures_are_logged_once():
     line = failures[0]
     assert "level=warn" in line and "environment_id=env_locked" in line and "reason=http_401" in line
     assert 'error="HTTP 401 authentication_error: invalid authentication credentials (request-id req_' in line
-    assert "work-secret" not in "".join(bodies)
+    # The API sent each item's secret (a credential payload); not one reached the output.
+    assert all(env_item.id not in "".join(bodies) for env_item in ok.items)
+    assert "work-secret-" not in "".join(bodies) + text
 
 
 def test_output_passes_promtool_check_metrics():

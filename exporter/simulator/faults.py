@@ -33,6 +33,7 @@ class Faults:
     nesting_depth: int = 0  # a 200 body of JSON arrays nested this deep
     cursor_bytes: int = 0  # next_page this many characters long
     echo_credential: bool = False  # a 401 whose message and request-id repeat the credential sent
+    leak_secrets: bool = False  # items carry their `secret`, which only the polling path should
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Faults:

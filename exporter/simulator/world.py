@@ -107,6 +107,11 @@ class Item:
         }
 
 
+def secret_of(item: Item) -> str:
+    """The credential payload an item would carry on the polling path."""
+    return f"work-secret-{item.id}"
+
+
 def _maybe(x: float | None) -> str | None:
     return rfc3339(x) if x is not None else None
 
@@ -212,6 +217,8 @@ class SimEnvironment:
         if data is None:
             doc = item.visible(t)
             doc["environment_id"] = self.id
+            if self.faults.leak_secrets:
+                doc["secret"] = secret_of(item)
             data = cache[item.id] = json.dumps(doc, separators=(",", ":")).encode()
         return data
 
