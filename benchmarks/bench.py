@@ -18,100 +18,21 @@ Runs alternate floor / exporter and figures are medians.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-
-ROOT = Path(__file__).resolve().parent.parent
-CLOCK_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def simulator(sizes: list[int]) -> Iterator[dict]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter.simulator", "--port", "0", "--static", *map(str, sizes)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        info = json.loads(proc.stdout.readline())
-        httpx.post(f"{info['url']}/_sim/pause").raise_for_status()
-        yield info
-    finally:
-        proc.terminate()
-        proc.wait()
-
-
-@contextlib.contextmanager
-def exporter(sim: dict, page_size: int, concurrency: int, max_pages: int) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        envs = "".join(
-            f"  - id: {e}\n    credentials: {{type: environment_key, value_env: K{n}}}\n"
-            for n, e in enumerate(sim["environments"])
-        )
-        Path(tmp, "config.yaml").write_text(
-            f"api:\n  base_url: {sim['url']}\n  page_size: {page_size}\n  max_pages: {max_pages}\n"
-            f"  request_timeout_seconds: 120\nscrape:\n  concurrency: {concurrency}\n"
-            f"environments:\n{envs}"
-        )
-        keys = {f"K{n}": k for n, k in enumerate(sim["environments"].values())}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                "--config.file",
-                "config.yaml",
-                "--web.listen-address",
-                f"127.0.0.1:{port}",
-                "--log.level",
-                "error",
-            ],
-            cwd=tmp,
-            env={**os.environ, **keys},
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(300):
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{url}/-/ready").status_code == 200:
-                        break
-                time.sleep(0.05)  # waiting for a process to open its port
-            yield url, proc.pid
-        finally:
-            proc.terminate()
-            proc.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK  # utime + stime
+from harness import ROOT, cpu_seconds, exporter, simulator, status
 
 
 def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+    return int(status(pid)["VmHWM"].split()[0]) / 1024
 
 
 def scrape(url: str, pid: int) -> tuple[float, float, str]:
@@ -151,7 +72,7 @@ def compare(
     envs: int, items: int, page_size: int, concurrency: int, repeat: int, latency: float = 0.0
 ) -> dict:
     """Floor and exporter, alternating, on `envs` environments of `items` items each."""
-    with simulator([items] * envs) as sim:
+    with simulator("--static", *map(str, [items] * envs), pause=True) as sim:
         if latency:
             for env_id in sim["environments"]:
                 httpx.post(
@@ -160,7 +81,9 @@ def compare(
                     json={"latency_seconds": latency},
                 ).raise_for_status()
         pages = -(-items // page_size) if items else 1
-        with exporter(sim, page_size, concurrency, max_pages=pages + 10) as (url, pid):
+        api = {"page_size": page_size, "max_pages": pages + 10, "request_timeout_seconds": 120}
+        with exporter(sim, api=api, scrape={"concurrency": concurrency}) as (url, proc):
+            pid = proc.pid
             floor(sim, page_size, concurrency)  # warm the simulator's page cache
             scrape(url, pid)  # and the exporter's connections
             floors, exps = [], []
@@ -198,9 +121,15 @@ def memory(sizes: list[int], page_size: int) -> list[dict]:
     """Peak RSS of a fresh exporter after listing one environment of each size."""
     rows = []
     for size in sizes:
-        with simulator([size]) as sim:
+        with simulator("--static", str(size), pause=True) as sim:
             floor(sim, page_size, 1)  # build the simulator's pages first: not the exporter's time
-            with exporter(sim, page_size, 1, max_pages=size // page_size + 10) as (url, pid):
+            api = {
+                "page_size": page_size,
+                "max_pages": size // page_size + 10,
+                "request_timeout_seconds": 120,
+            }
+            with exporter(sim, api=api, scrape={"concurrency": 1}) as (url, proc):
+                pid = proc.pid
                 idle = peak_rss_mb(pid)
                 wall, cpu, _ = scrape(url, pid)
                 rows.append(

@@ -29,11 +29,10 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
+from harness import ROOT, free_port, status
 
-ROOT = Path(__file__).resolve().parent.parent
 BODY_BYTES = 64 * 1024
 PARTIAL = b"GET /metrics HTTP/1.1\r\nHost: bench\r\n"
 
@@ -101,17 +100,8 @@ asyncio.run(main())
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def threads_of(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    raise RuntimeError("no Threads line")
+    return int(status(pid)["Threads"])
 
 
 @contextlib.contextmanager

@@ -19,21 +19,17 @@ Not a test: it takes minutes and its numbers belong to this machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import random
 import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import httpx
+from harness import exporter, simulator, status
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_SECONDS = 30
@@ -43,64 +39,13 @@ WARMUP_SECONDS = 60
 CLIENTS = 16
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def proc_status(pid: int) -> dict[str, float]:
-    fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
-    )
+    fields = status(pid)
     return {
         "rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
         "threads": int(fields["Threads"]),
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
     }
-
-
-def start_simulator() -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter.simulator", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    assert proc.stdout is not None
-    return proc, json.loads(proc.stdout.readline())
-
-
-def start_exporter(sim: dict, workdir: Path) -> tuple[subprocess.Popen, str]:
-    envs = "".join(
-        f"  - id: {e}\n    credentials: {{type: environment_key, value_env: K{n}}}\n"
-        for n, e in enumerate(sim["environments"])
-    )
-    (workdir / "config.yaml").write_text(f"api:\n  base_url: {sim['url']}\nenvironments:\n{envs}")
-    keys = {f"K{n}": k for n, k in enumerate(sim["environments"].values())}
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter",
-            "--config.file",
-            "config.yaml",
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-            "--log.level",
-            "error",
-        ],
-        cwd=workdir,
-        env={**os.environ, **keys},
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                return proc, url
-        time.sleep(0.05)  # waiting for another process to open its port
-    raise RuntimeError("the exporter did not start")
 
 
 def half_request(url: str) -> None:
@@ -142,11 +87,9 @@ def main() -> None:
     p.add_argument("--markdown", action="store_true", help="also print the samples as a Markdown table")
     args = p.parse_args()
 
-    sim_proc, sim = start_simulator()
-    # One more environment that never answers in time: its listings are abandoned at every deadline.
-    stuck = list(sim["environments"])[1]  # the idle one: its small pages trickle in for longer than a scrape
-    with tempfile.TemporaryDirectory() as tmp:
-        exporter, url = start_exporter(sim, Path(tmp))
+    with simulator() as sim, exporter(sim) as (url, proc):
+        # One environment never answers in time: its listings are abandoned at every deadline.
+        stuck = list(sim["environments"])[1]  # the idle one: its small pages trickle for longer than a scrape
         httpx.post(
             f"{sim['url']}/_sim/faults",
             params={"environment_id": stuck},
@@ -155,9 +98,11 @@ def main() -> None:
         stop, tally = threading.Event(), Counter()
         threads = [
             threading.Thread(
-                target=traffic, args=(url, list(sim["environments"]), args.rate / 4, stop, tally), daemon=True
+                target=traffic,
+                args=(url, list(sim["environments"]), args.rate / CLIENTS, stop, tally),
+                daemon=True,
             )
-            for _ in range(4)
+            for _ in range(CLIENTS)
         ]
         for t in threads:
             t.start()
@@ -170,12 +115,12 @@ def main() -> None:
             while True:
                 now = time.monotonic()
                 if now >= next_reload:
-                    exporter.send_signal(signal.SIGHUP)
+                    proc.send_signal(signal.SIGHUP)
                     next_reload += 60
                 if not samples or now - started >= len(samples) * SAMPLE_SECONDS:
-                    status = proc_status(exporter.pid)
-                    samples.append((now - started, status))
-                    rss, count, fds = status["rss_mb"], status["threads"], status["fds"]
+                    sample = proc_status(proc.pid)
+                    samples.append((now - started, sample))
+                    rss, count, fds = sample["rss_mb"], sample["threads"], sample["fds"]
                     elapsed, total = now - started, sum(tally.values())
                     print(f"{elapsed:6.0f} {rss:9.1f} {count:8.0f} {fds:5.0f} {total:9d}", flush=True)
                 if now >= end:
@@ -185,10 +130,6 @@ def main() -> None:
             stop.set()
             for t in threads:
                 t.join()
-            exporter.terminate()
-            exporter.wait()
-            sim_proc.terminate()
-            sim_proc.wait()
     report(samples, tally, args.markdown)
 
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import selectors
 import subprocess
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
 from prometheus_client import CollectorRegistry
 from tools import require
+
+from exporter.logs import setup_logging
 
 T = TypeVar("T")
 
@@ -116,6 +120,15 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
     def time(self) -> float:
         return self.virtual_now
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    """The root logger writing the exporter's logfmt lines at info level into a string."""
+    stream = io.StringIO()
+    setup_logging("info", "logfmt", stream)
+    yield stream
+    logging.getLogger().handlers.clear()
 
 
 def run_virtual(coro: Coroutine[Any, Any, T]) -> T:

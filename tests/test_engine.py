@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import io
-import logging
 
 import httpx
 import pytest
@@ -18,7 +16,6 @@ from conftest import NOW, page, run_virtual, work
 from engine_kit import API, HeldSource, config_for, running_engine, settle
 
 from exporter.engine import EngineCounters
-from exporter.logs import setup_logging
 from exporter.sources import SourceFailed
 
 URL = f"{API}/env_a/work"
@@ -462,14 +459,6 @@ def test_a_scrape_that_arrives_in_the_step_a_listing_ends_gets_a_result():
 
 
 # -- isolation -------------------------------------------------------------------
-
-
-@pytest.fixture
-def log_stream():
-    stream = io.StringIO()
-    setup_logging("info", "logfmt", stream)
-    yield stream
-    logging.getLogger().handlers.clear()
 
 
 def test_our_own_bug_is_that_environments_failure_logged_once_with_its_traceback(log_stream):

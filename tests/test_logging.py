@@ -17,14 +17,6 @@ from exporter.redact import Redactor
 ENV = Environment("env_a", "prod", Credentials("api_key", Secret("k"), "test"))
 
 
-@pytest.fixture
-def log_stream():
-    stream = io.StringIO()
-    setup_logging("info", "logfmt", stream)
-    yield stream
-    logging.getLogger().handlers.clear()
-
-
 def lines(stream: io.StringIO) -> list[str]:
     return stream.getvalue().splitlines()
 
