@@ -79,12 +79,19 @@ class ExporterApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan and websockets are not served
             return
+        started: list[bool] = []
+
+        async def tracked(message: MutableMapping[str, Any]) -> None:
+            started.append(True)
+            await send(message)
+
         try:
             with self.reloader.use() as runtime:
-                await self._route(runtime, scope, receive, send)
+                await self._route(runtime, scope, receive, tracked)
         except Exception:  # our own bug; upstream trouble never gets here
             log.exception("internal error answering a request", extra={"path": scope.get("path", "")})
-            await _reply(send, scope, 500, "Internal error; see the exporter's log.\n")
+            if not started:  # a half-sent answer cannot be replaced; uvicorn closes the connection
+                await _reply(send, scope, 500, "Internal error; see the exporter's log.\n")
 
     async def _route(self, runtime: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)

@@ -186,27 +186,22 @@ class Engine:
         pending = [x.task for x in listings.values() if isinstance(x, _Listing) and x.task is not None]
         if pending:
             await asyncio.wait(pending, timeout=max(0.0, deadline - loop.time()))
-        results = []
-        for env in environments:
-            listing = listings[env.id]
-            task = listing.task if isinstance(listing, _Listing) else None
-            if task is not None and task.done() and not task.cancelled() and task.exception() is None:
-                results.append(task.result())
-                continue
-            if isinstance(listing, Failure):
-                failure = listing
-            elif task is not None and task.done():  # _run itself broke, or the engine is closing
-                error = task.exception() if not task.cancelled() else None
-                failure = self._internal(error) if error else Failure("internal", "the listing was cancelled")
-            else:  # still running for a scrape with a later deadline, or stuck: not ours to wait for
-                failure = Failure("deadline", "not finished before the scrape deadline")
-                if listing.running:  # out of time with a slot: to the back of the next queue
-                    self._late.add(env.id)
-            result = self._result(env, loop.time() - started, {}, dict.fromkeys(self._names(), failure))
-            if failure.reason == "internal":
-                self._record(result, ran=False)
-            results.append(result)
-        return results
+        return [self._outcome(env, listings[env.id], loop.time() - started) for env in environments]
+
+    def _outcome(self, env: Environment, listing: _Listing | Failure, waited: float) -> EnvironmentResult:
+        """What this scrape reports for `env`: the listing's result if it is done, else why not."""
+        if isinstance(listing, Failure):  # it could not even start
+            result = self._result(env, waited, {}, dict.fromkeys(self._names(), listing))
+            self._record(result, ran=False)
+            return result
+        task = listing.task
+        if task is not None and task.done() and not task.cancelled():
+            return task.result()  # _run returns a result whatever happens inside
+        # Still running for a scrape with a later deadline, or stuck: not ours to wait for.
+        if listing.running:  # out of time with a slot: to the back of the next queue
+            self._late.add(env.id)
+        failure = Failure("deadline", "not finished before the scrape deadline")
+        return self._result(env, waited, {}, dict.fromkeys(self._names(), failure))
 
     def _join(self, env: Environment, deadline: float) -> _Listing:
         listing = self._inflight.get(env.id)
@@ -238,6 +233,10 @@ class Engine:
     async def _run(self, listing: _Listing) -> EnvironmentResult:
         try:
             return await self._list(listing)
+        except Exception as exc:  # a bug of ours outside any source: still only this environment's
+            result = self._result(listing.env, 0.0, {}, dict.fromkeys(self._names(), self._internal(exc)))
+            self._record(result, ran=False)
+            return result
         finally:  # in the same step as the result: nobody can join a listing that has ended
             if self._inflight.get(listing.env.id) is listing:
                 del self._inflight[listing.env.id]

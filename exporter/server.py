@@ -68,6 +68,7 @@ class _Protocol(H11Protocol):
         self._early: list[bytes] = []  # decrypted bytes that arrived before the handshake's waiter woke us
         self._counted = False
         self._request_timer: asyncio.TimerHandle | None = None
+        self._handshake_task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if self.connections_open.open >= self.limits.max_connections:
@@ -83,7 +84,8 @@ class _Protocol(H11Protocol):
             super().connection_made(transport)
             return
         transport.pause_reading()  # no bytes may reach HTTP parsing before the handshake
-        self.loop.create_task(self._handshake(transport, context))
+        # Held here: the event loop keeps only a weak reference to a task.
+        self._handshake_task = self.loop.create_task(self._handshake(transport, context))
 
     async def _handshake(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
         peer = transport.get_extra_info("peername")
