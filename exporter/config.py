@@ -31,9 +31,10 @@ DEFAULT_BASE_URL = "https://api.anthropic.com"
 ENVIRONMENT_KEY_VAR = "ANTHROPIC_ENVIRONMENT_KEY"
 API_KEY_VAR = "ANTHROPIC_API_KEY"
 
-# Heartbeats arrive every few seconds: fine buckets at the low end show a
-# worker that missed one or two, coarse ones above show it is gone.
-DEFAULT_HEARTBEAT_BUCKETS = (5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+# Workers heartbeat every min(ttl/2, 30) s and lose their lease after 90 s without one
+# (the SDK's worker): 45 s is one missed heartbeat, 90 s a lost lease; coarse buckets
+# above show a worker long gone.
+DEFAULT_HEARTBEAT_BUCKETS = (5.0, 10.0, 15.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 # Time in state spans seconds (a queue that drains) to days (stuck work).
 DEFAULT_STATE_AGE_BUCKETS = (
     1.0,
@@ -51,10 +52,28 @@ DEFAULT_STATE_AGE_BUCKETS = (
     86400.0,
 )
 
+# Flow histograms: seconds for a queue that keeps up to hours for one that does not,
+# and runs of minutes to a working day.
+DEFAULT_QUEUE_WAIT_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0)
+DEFAULT_START_DURATION_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+DEFAULT_RUN_DURATION_BUCKETS = (
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    14400.0,
+    28800.0,
+)
+DEFAULT_STOP_DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 # Every key the config accepts, by section: anything else is an error.
 KEYS: dict[str, set[str]] = {
-    "": {"api", "scrape", "buckets", "environments"},
+    "": {"api", "scrape", "buckets", "breakdown", "environments"},
     "api": {
         "base_url",
         "credentials",
@@ -67,11 +86,20 @@ KEYS: dict[str, set[str]] = {
         "max_retries",
         "max_response_bytes",
         "allow_insecure_http",
+        "stats_credentials",
     },
     "credentials": {"type", "value_env", "value_file"},
-    "scrape": {"timeout_seconds", "timeout_offset_seconds", "concurrency"},
-    "buckets": {"heartbeat_age_seconds", "state_age_seconds"},
-    "environments[]": {"id", "name", "credentials", "workspace_id"},
+    "scrape": {"timeout_seconds", "timeout_offset_seconds", "concurrency", "clock_skew_seconds"},
+    "buckets": {
+        "heartbeat_age_seconds",
+        "state_age_seconds",
+        "queue_wait_seconds",
+        "start_duration_seconds",
+        "run_duration_seconds",
+        "stop_duration_seconds",
+    },
+    "breakdown": {"metadata_keys", "max_values"},
+    "environments[]": {"id", "name", "credentials", "stats_credentials", "workspace_id"},
 }
 
 
@@ -121,6 +149,7 @@ class Environment:
     name: str
     credentials: Credentials
     workspace_id: str | None = None
+    stats_credentials: Credentials | None = None  # for work/stats; None: `credentials`
 
 
 @dataclass(frozen=True)
@@ -143,12 +172,24 @@ class ScrapeConfig:
     timeout_seconds: float = 10.0
     timeout_offset_seconds: float = 0.5
     concurrency: int = 8
+    # How far the API's clock may run behind ours without a transition being missed.
+    clock_skew_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
 class BucketConfig:
     heartbeat_age_seconds: tuple[float, ...] = DEFAULT_HEARTBEAT_BUCKETS
     state_age_seconds: tuple[float, ...] = DEFAULT_STATE_AGE_BUCKETS
+    queue_wait_seconds: tuple[float, ...] = DEFAULT_QUEUE_WAIT_BUCKETS
+    start_duration_seconds: tuple[float, ...] = DEFAULT_START_DURATION_BUCKETS
+    run_duration_seconds: tuple[float, ...] = DEFAULT_RUN_DURATION_BUCKETS
+    stop_duration_seconds: tuple[float, ...] = DEFAULT_STOP_DURATION_BUCKETS
+
+
+@dataclass(frozen=True)
+class BreakdownConfig:
+    metadata_keys: tuple[str, ...] = ()  # work items are counted per value of these metadata keys
+    max_values: int = 50  # per key and environment; further values count as "__other__"
 
 
 @dataclass(frozen=True)
@@ -157,6 +198,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     scrape: ScrapeConfig = field(default_factory=ScrapeConfig)
     buckets: BucketConfig = field(default_factory=BucketConfig)
+    breakdown: BreakdownConfig = field(default_factory=BreakdownConfig)
 
     def environment(self, environment_id: str) -> Environment | None:
         for env in self.environments:
@@ -166,7 +208,8 @@ class Config:
 
     def secrets(self) -> list[str]:
         """Every configured key, so that log lines can be scrubbed of them."""
-        return [env.credentials.value.reveal() for env in self.environments]
+        keys = [env.credentials.value.reveal() for env in self.environments]
+        return keys + [e.stats_credentials.value.reveal() for e in self.environments if e.stats_credentials]
 
 
 def load_config(path: str | Path, environ: Mapping[str, str]) -> Config:
@@ -199,9 +242,15 @@ def parse_config(
         checker.problems.append(f"{source}:{line}: {key}: duplicate key")
     config = checker.config(data)
     if checker.problems:
-        raise ConfigError(checker.problems)
+        raise ConfigError(sorted(checker.problems, key=_line_of))
     assert config is not None
     return config
+
+
+def _line_of(problem: str) -> int:
+    """A problem's line number (`file:LINE: ...`), for reporting them in file order; 0 if none."""
+    parts = problem.split(":", 2)
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
 
 
 def _line_index(node: yaml.Node | None) -> dict[str, int]:
@@ -337,10 +386,19 @@ class _Checker:
         api = self.api(api_raw)
         has_default = api_raw.get("credentials") is not None
         default_creds = self.credentials(api_raw["credentials"], "api.credentials") if has_default else None
-        environments = self.environments(top.get("environments"), default_creds, has_default=has_default)
+        stats_raw = api_raw.get("stats_credentials")
+        default_stats = (
+            self.credentials(stats_raw, "api.stats_credentials") if stats_raw is not None else None
+        )
+        environments = self.environments(
+            top.get("environments"), default_creds, has_default=has_default, default_stats=default_stats
+        )
         scrape = self.scrape(self.mapping(top.get("scrape"), "scrape", KEYS["scrape"]))
         buckets = self.buckets(self.mapping(top.get("buckets"), "buckets", KEYS["buckets"]))
-        return Config(environments=tuple(environments), api=api, scrape=scrape, buckets=buckets)
+        breakdown = self.breakdown(self.mapping(top.get("breakdown"), "breakdown", KEYS["breakdown"]))
+        return Config(
+            environments=tuple(environments), api=api, scrape=scrape, buckets=buckets, breakdown=breakdown
+        )
 
     def api(self, m: dict[str, Any]) -> ApiConfig:
         d = ApiConfig()
@@ -409,6 +467,9 @@ class _Checker:
                 m, "timeout_offset_seconds", "scrape", d.timeout_offset_seconds, exclusive=False
             ),
             concurrency=self.number(m, "concurrency", "scrape", d.concurrency, integer=True),
+            clock_skew_seconds=self.number(
+                m, "clock_skew_seconds", "scrape", d.clock_skew_seconds, exclusive=False
+            ),
         )
 
     def buckets(self, m: dict[str, Any]) -> BucketConfig:
@@ -416,6 +477,26 @@ class _Checker:
         return BucketConfig(
             heartbeat_age_seconds=self.bucket_list(m, "heartbeat_age_seconds", d.heartbeat_age_seconds),
             state_age_seconds=self.bucket_list(m, "state_age_seconds", d.state_age_seconds),
+            queue_wait_seconds=self.bucket_list(m, "queue_wait_seconds", d.queue_wait_seconds),
+            start_duration_seconds=self.bucket_list(m, "start_duration_seconds", d.start_duration_seconds),
+            run_duration_seconds=self.bucket_list(m, "run_duration_seconds", d.run_duration_seconds),
+            stop_duration_seconds=self.bucket_list(m, "stop_duration_seconds", d.stop_duration_seconds),
+        )
+
+    def breakdown(self, m: dict[str, Any]) -> BreakdownConfig:
+        d = BreakdownConfig()
+        keys = m.get("metadata_keys")
+        metadata_keys = d.metadata_keys
+        if keys is not None:
+            if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+                self.problem("breakdown.metadata_keys", "must be a list of metadata key names")
+            elif len(set(keys)) != len(keys):
+                self.problem("breakdown.metadata_keys", "names a key twice")
+            else:
+                metadata_keys = tuple(keys)
+        return BreakdownConfig(
+            metadata_keys=metadata_keys,
+            max_values=self.number(m, "max_values", "breakdown", d.max_values, integer=True),
         )
 
     def bucket_list(self, m: dict[str, Any], key: str, default: tuple[float, ...]) -> tuple[float, ...]:
@@ -503,13 +584,20 @@ class _Checker:
         return None
 
     def environments(
-        self, raw: Any, default_creds: Credentials | None, has_default: bool
+        self,
+        raw: Any,
+        default_creds: Credentials | None,
+        has_default: bool,
+        default_stats: Credentials | None = None,
     ) -> list[Environment]:
         if raw is None:
             self.problem("environments", "is required: list at least one environment id")
             return []
-        if not isinstance(raw, list) or not raw:
-            self.problem("environments", f"must be a non-empty list, got {_kind(raw)}")
+        if not isinstance(raw, list):
+            self.problem("environments", f"must be a list of environments, got {_kind(raw)}")
+            return []
+        if not raw:
+            self.problem("environments", "is empty: list at least one environment id")
             return []
         needs_fallback = not has_default and any(
             isinstance(item, dict) and item.get("credentials") is None for item in raw
@@ -545,10 +633,19 @@ class _Checker:
                         f"this environment's credentials, or {ENVIRONMENT_KEY_VAR} / "
                         f"{API_KEY_VAR} in the exporter's environment",
                     )
+            stats = default_stats
+            if m.get("stats_credentials") is not None:
+                stats = self.credentials(m["stats_credentials"], f"{path}.stats_credentials")
             workspace = self.string(m, "workspace_id", path)
             if env_id is not None and creds is not None:
                 envs.append(
-                    Environment(id=env_id, name=name or env_id, credentials=creds, workspace_id=workspace)
+                    Environment(
+                        id=env_id,
+                        name=name or env_id,
+                        credentials=creds,
+                        workspace_id=workspace,
+                        stats_credentials=stats,
+                    )
                 )
         return envs
 

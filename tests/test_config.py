@@ -114,7 +114,21 @@ def test_every_option_parses():
         ),
         ("environments:\n  - name: x\n", "config.yaml:2: environments[0].id: is required"),
         ("environments:\n  - id: env_a\n  - id: env_a\n", "environments[1].id: duplicate environment id"),
-        ("environments: []\n", "environments: must be a non-empty list"),
+        ("environments: []\n", "config.yaml:1: environments: is empty: list at least one environment id"),
+        ("environments: {id: e}\n", "environments: must be a list of environments, got a mapping"),
+        (
+            "breakdown: {metadata_keys: team}\nenvironments: [{id: e}]\n",
+            "breakdown.metadata_keys: must be a list of metadata key names",
+        ),
+        ("breakdown: {max_values: 0}\nenvironments: [{id: e}]\n", "breakdown.max_values: must be > 0"),
+        (
+            "environments:\n  - id: env_a\n    stats_credentials: {type: api_key, value_env: NOPE}\n",
+            "config.yaml:3: environments[0].stats_credentials.value_env: environment variable NOPE",
+        ),
+        (
+            "scrape: {clock_skew_seconds: -1}\nenvironments: [{id: e}]\n",
+            "scrape.clock_skew_seconds: must be >= 0",
+        ),
         ("api: {}\n", "environments: is required"),
         (
             "api:\n  page_size: many\nenvironments: [{id: e}]\n",
@@ -207,17 +221,24 @@ def test_the_example_config_is_valid_and_shows_every_option():
 
     import yaml
 
-    from exporter.config import KEYS, ApiConfig, BucketConfig, ScrapeConfig, load_config
+    from exporter.config import KEYS, ApiConfig, BreakdownConfig, BucketConfig, ScrapeConfig, load_config
 
     path = Path(__file__).parent.parent / "config.example.yaml"
     config = load_config(path, {"ANTHROPIC_ENVIRONMENT_KEY": "e", "STAGING_API_KEY": "s"})
     assert [e.name for e in config.environments] == ["prod-sandboxes", "staging-sandboxes"]
     # The values it shows are the defaults.
-    assert (config.api, config.scrape, config.buckets) == (ApiConfig(), ScrapeConfig(), BucketConfig())
+    assert (config.api, config.scrape, config.buckets, config.breakdown) == (
+        ApiConfig(),
+        ScrapeConfig(),
+        BucketConfig(),
+        BreakdownConfig(),
+    )
     # Every key, including the commented-out ones, appears in the example.
     text = path.read_text()
     uncommented = yaml.safe_load(
-        text.replace("# value_file:", "value_file:").replace("# workspace_id:", "workspace_id:")
+        text.replace("# value_file:", "value_file:")
+        .replace("# workspace_id:", "workspace_id:")
+        .replace("# stats_credentials:", "stats_credentials:")
     )
     shown = {
         "": set(uncommented),
@@ -225,6 +246,7 @@ def test_the_example_config_is_valid_and_shows_every_option():
         "credentials": set(uncommented["api"]["credentials"]),
         "scrape": set(uncommented["scrape"]),
         "buckets": set(uncommented["buckets"]),
+        "breakdown": set(uncommented["breakdown"]),
         "environments[]": set().union(*map(set, uncommented["environments"])),
     }
     assert shown == KEYS
@@ -264,3 +286,46 @@ def test_the_response_size_cap_is_configurable_and_has_a_floor():
     assert errors("api: {max_response_bytes: 10}\nenvironments: [{id: e}]\n") == [
         "config.yaml:1: api.max_response_bytes: must be >= 65536, got 10"
     ]
+
+
+def test_problems_are_reported_in_the_order_of_their_lines():
+    problems = errors(
+        """\
+        scrape:
+          concurrency: 0
+        environments:
+          - id: env_a
+            credentials: {type: wrong, value_env: X}
+        api:
+          page_size: 0
+        """,
+        {"X": "x"},
+    )
+    assert [p.split(":")[1] for p in problems] == ["2", "5", "7"]
+
+
+def test_stats_credentials_default_to_the_listings_and_can_be_set_globally_or_per_environment():
+    config = parse_config(
+        textwrap.dedent("""\
+        api:
+          stats_credentials: {type: api_key, value_env: ORG}
+        environments:
+          - id: env_a
+          - id: env_b
+            stats_credentials: {type: environment_key, value_env: B_STATS}
+        """),
+        {**KEY_ENV, "ORG": "org-key", "B_STATS": "b-stats"},
+    )
+    a, b = config.environments
+    assert (a.stats_credentials.type, a.stats_credentials.value.reveal()) == ("api_key", "org-key")
+    assert (b.stats_credentials.type, b.stats_credentials.value.reveal()) == ("environment_key", "b-stats")
+    assert parse_config("environments: [{id: e}]\n", KEY_ENV).environments[0].stats_credentials is None
+    assert set(config.secrets()) == {"env-key-value", "org-key", "b-stats"}
+
+
+def test_breakdown_keys_and_cap():
+    config = parse_config(
+        "breakdown: {metadata_keys: [team, tier], max_values: 5}\nenvironments: [{id: e}]\n", KEY_ENV
+    )
+    assert (config.breakdown.metadata_keys, config.breakdown.max_values) == (("team", "tier"), 5)
+    assert parse_config("environments: [{id: e}]\n", KEY_ENV).breakdown.metadata_keys == ()
