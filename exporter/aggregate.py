@@ -3,10 +3,10 @@
 Pure: no I/O, no clock of its own. Each page comes with the instant it arrived
 (Unix seconds), and its items' ages are measured against that instant, so the
 last pages of a long listing do not look younger than they are; a test passes
-whatever instants it likes. Memory is bounded by the number of states and
-buckets, never by the number of items: states the exporter does not know are
-counted under their own names up to `max_unknown_states`, and past that under
-`OTHER_STATE`.
+whatever instants it likes. Memory is bounded by the number of states, buckets
+and metadata values, never by the number of items: states the exporter does not
+know are counted under their own names up to `max_unknown_states`, and past that
+under `OTHER_STATE`; metadata values likewise up to `max_values` per key.
 """
 
 from __future__ import annotations
@@ -15,13 +15,15 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .models import HEARTBEAT_FIELD, HEARTBEAT_STATES, KNOWN_STATES, STATE_SINCE_FIELD, WorkItem
+from .models import EVENT_FIELDS, HEARTBEAT_FIELD, HEARTBEAT_STATES, KNOWN_STATES, STATE_SINCE_FIELD, WorkItem
 
-# Where unknown states go once `max_unknown_states` distinct ones have been seen.
-OTHER_STATE = "__other__"
+# Where unknown states (and metadata values past the cap) go.
+OTHER = "__other__"
+OTHER_STATE = OTHER
+MISSING = "__missing__"  # an item without the metadata key
 MAX_UNKNOWN_STATES = 10
 # The timestamp fields whose unparseable values are counted.
-TIMESTAMP_FIELDS = (*STATE_SINCE_FIELD.values(), HEARTBEAT_FIELD)
+TIMESTAMP_FIELDS = (*EVENT_FIELDS, HEARTBEAT_FIELD)
 
 
 @dataclass
@@ -46,6 +48,12 @@ class AgeDistribution:
         if age > self.maximum:
             self.maximum = age
 
+    def merge(self, other: AgeDistribution) -> None:
+        for i, n in enumerate(other.counts):
+            self.counts[i] += n
+        self.total += other.total
+        self.maximum = max(self.maximum, other.maximum)
+
     def cumulative(self) -> list[tuple[float, int]]:
         """(upper bound, cumulative count) pairs ending with (+Inf, count)."""
         out, running = [], 0
@@ -62,9 +70,13 @@ class WorkSummary:
     items: dict[str, int]
     heartbeat_age: dict[str, AgeDistribution]
     without_heartbeat: dict[str, int]
+    without_heartbeat_age_max: dict[str, float]  # the longest time in state among those
     state_age: dict[str, AgeDistribution]
     unparseable: dict[str, int]  # items per timestamp field whose value could not be parsed
-    unknown_states_capped: bool = False  # some unknown states were counted as OTHER_STATE
+    # (metadata key, value, state) -> items, for the configured keys only
+    by_metadata: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    unknown_states_capped: bool = False  # some unknown states were counted as OTHER
+    capped_keys: set[str] = field(default_factory=set)  # metadata keys with values counted as OTHER
 
 
 class Aggregator:
@@ -74,13 +86,19 @@ class Aggregator:
         self,
         heartbeat_bounds: Sequence[float],
         state_bounds: Sequence[float],
+        metadata_keys: Sequence[str] = (),
+        max_values: int = 50,
         max_unknown_states: int = MAX_UNKNOWN_STATES,
     ):
         self.max_unknown_states = max_unknown_states
+        self.metadata_keys = metadata_keys
+        self.max_values = max_values
+        self._values: list[set[str]] = [set() for _ in metadata_keys]  # the values kept, per key
         self._summary = WorkSummary(
             items=dict.fromkeys(KNOWN_STATES, 0),
             heartbeat_age={s: AgeDistribution(heartbeat_bounds) for s in HEARTBEAT_STATES},
             without_heartbeat=dict.fromkeys(HEARTBEAT_STATES, 0),
+            without_heartbeat_age_max=dict.fromkeys(HEARTBEAT_STATES, 0.0),
             state_age={s: AgeDistribution(state_bounds) for s in STATE_SINCE_FIELD},
             unparseable=dict.fromkeys(TIMESTAMP_FIELDS, 0),
         )
@@ -94,18 +112,35 @@ class Aggregator:
             if state not in counts:
                 state = self._unknown(state)
             counts[state] += 1
-            if item.state_since is not None:
-                state_age[state].observe(now - item.state_since)
-            elif item.since_unparseable:
-                unparseable[STATE_SINCE_FIELD[state]] += 1
+            since = item.state_since
+            if since is not None:
+                state_age[state].observe(now - since)
+            for name in item.unparseable:
+                unparseable[name] += 1
             beats = heartbeat_age.get(state)
-            if item.heartbeat_unparseable:
-                unparseable[HEARTBEAT_FIELD] += 1
-            elif beats is not None:
+            if beats is not None:
                 if item.latest_heartbeat is not None:
                     beats.observe(now - item.latest_heartbeat)
-                else:
+                elif HEARTBEAT_FIELD not in item.unparseable:  # a garbled heartbeat is not "none yet"
                     s.without_heartbeat[state] += 1
+                    if since is not None and now - since > s.without_heartbeat_age_max[state]:
+                        s.without_heartbeat_age_max[state] = now - since
+            if self.metadata_keys:
+                self._breakdown(item, state)
+
+    def _breakdown(self, item: WorkItem, state: str) -> None:
+        s = self._summary
+        for key, kept, value in zip(self.metadata_keys, self._values, item.labels, strict=True):
+            if value is None:
+                value = MISSING
+            elif value not in kept:
+                if len(kept) < self.max_values:
+                    kept.add(value)
+                else:
+                    s.capped_keys.add(key)
+                    value = OTHER
+            label = (key, value, state)
+            s.by_metadata[label] = s.by_metadata.get(label, 0) + 1
 
     def _unknown(self, state: str) -> str:
         s = self._summary
@@ -113,8 +148,8 @@ class Aggregator:
             s.items[state] = 0
             return state
         s.unknown_states_capped = True
-        s.items.setdefault(OTHER_STATE, 0)
-        return OTHER_STATE
+        s.items.setdefault(OTHER, 0)
+        return OTHER
 
     def summary(self) -> WorkSummary:
         return self._summary

@@ -25,12 +25,11 @@ from urllib.parse import parse_qs, urlencode
 
 from prometheus_client import CollectorRegistry, make_asgi_app
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from . import __version__
-from .collectors.scrape import EngineCountersCollector, ScrapeCollector
-from .collectors.work import WorkCollector
 from .config import Environment, ScrapeConfig
-from .engine import EngineCounters, EnvironmentResult
+from .engine import EnvironmentResult
 from .policy import ResultStore
 from .runtime import Reloader, Runtime
 
@@ -43,10 +42,8 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 MIN_BUDGET_SECONDS = 0.1
 # Prometheus caps a scrape timeout at the scrape interval; anything past an hour is not a timeout.
 MAX_SCRAPE_TIMEOUT_SECONDS = 3600.0
-# Families whose values come from listing environments; a name[] filter without any of them lists nothing.
-LISTED_FAMILIES = tuple(
-    family.name for collector in (WorkCollector([]), ScrapeCollector([])) for family in collector.describe()
-)
+# The metric families of one scrape, given its results and the environments it covers.
+ScrapeCollectors = Callable[[Sequence[EnvironmentResult], list[str]], list[Collector]]
 
 
 def scrape_budget(header: str | None, scrape: ScrapeConfig) -> float:
@@ -65,16 +62,18 @@ class ExporterApp:
         self,
         reloader: Reloader,
         registry: CollectorRegistry,
-        counters: EngineCounters,
+        collectors: ScrapeCollectors,
         store: ResultStore,
         *,
         demo: bool = False,
     ):
         self.reloader = reloader
         self.registry = registry  # the exporter's own metrics: shown on /metrics only
-        self.counters = counters
+        self.collectors = collectors  # the families of one scrape, from its results
         self.store = store  # the latest result per environment, for the landing page
         self.demo = demo
+        # A name[] filter that asks only for these lists nothing upstream.
+        self.own_families = tuple(family.name for family in registry.collect())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan and websockets are not served
@@ -179,15 +178,14 @@ class ExporterApp:
             return
         names = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("name[]")
         results: list[EnvironmentResult] = []
-        if not names or any(n.startswith(LISTED_FAMILIES) for n in names):
+        if not names or not all(n.startswith(self.own_families) for n in names):
             budget = scrape_budget(headers.get("x-prometheus-scrape-timeout-seconds"), runtime.config.scrape)
             deadline = asyncio.get_running_loop().time() + budget
             results = await runtime.policy.results(environments, deadline)
         # auto_describe: the long-lived registry has no describe(), and name[] needs its names.
         registry = CollectorRegistry(auto_describe=True)
-        registry.register(WorkCollector(results))
-        registry.register(ScrapeCollector(results))
-        registry.register(EngineCountersCollector(self.counters, {env.id for env in environments}))
+        for collector in self.collectors(results, [env.id for env in environments]):
+            registry.register(collector)
         if own:
             registry.register(self.registry)
         await make_asgi_app(registry)(scope, receive, send)

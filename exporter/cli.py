@@ -20,22 +20,30 @@ import ssl
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import httpx
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.registry import Collector
 
 from . import __version__
 from .app import ExporterApp
 from .client import UpstreamClient
 from .collectors.exporter import BuildInfoCollector, ReloadCollector, ReloadState
+from .collectors.flow import FlowCollector
+from .collectors.scrape import EngineCountersCollector, ScrapeCollector
+from .collectors.stats import StatsCollector
+from .collectors.work import WorkCollector
 from .config import Config, ConfigError, load_config
-from .engine import Engine, EngineCounters
+from .engine import Engine, EngineCounters, EnvironmentResult
 from .failures import FailureLog
+from .flow import FlowLedger
 from .logs import LEVELS, setup_logging
 from .policy import OnDemandPolicy, Policy, ResultStore
 from .redact import Redactor
 from .runtime import Load, Reloader
 from .server import HttpServer, ServerLimits, TlsContext, bind
+from .sources.stats import StatsSource
 from .sources.work import WorkSource
 from .web import WebConfig, load_web_config
 
@@ -107,42 +115,61 @@ def build_registry(reload_state: ReloadState) -> CollectorRegistry:
     return registry
 
 
-def build_policy(
-    config: Config,
-    counters: EngineCounters,
-    failures: FailureLog,
-    store: ResultStore,
-    tls: ssl.SSLContext,
-) -> Policy:
-    """Wire one config generation: connection pool -> client -> sources -> engine -> policy.
+@dataclass
+class Lasting:
+    """What outlives a config reload: counters, logs' memory, stored results, transitions."""
 
-    `tls` is made once per process: loading the CA bundle for every reload would cost
-    a megabyte of memory and tens of milliseconds each time.
-    """
+    counters: EngineCounters = field(default_factory=EngineCounters)
+    failures: FailureLog = field(default_factory=FailureLog)
+    store: ResultStore = field(default_factory=ResultStore)
+    ledger: FlowLedger = field(default_factory=FlowLedger)
+    # Made once per process: loading the CA bundle for every reload would cost a
+    # megabyte of memory and tens of milliseconds each time.
+    upstream_tls: ssl.SSLContext = field(default_factory=httpx.create_ssl_context)
+
+    def forget_all_but(self, environment_ids: set[str]) -> None:
+        """After a reload: drop what is kept for environments no longer watched."""
+        self.store.forget_all_but(environment_ids)
+        self.ledger.forget_all_but(environment_ids)
+
+    def collectors(self, results: Sequence[EnvironmentResult], environment_ids: list[str]) -> list[Collector]:
+        """The metric families of one scrape of `environment_ids`."""
+        return [
+            WorkCollector(results),
+            StatsCollector(results),
+            ScrapeCollector(results),
+            FlowCollector(self.ledger, environment_ids),
+            EngineCountersCollector(self.counters, set(environment_ids)),
+        ]
+
+
+def build_policy(config: Config, lasting: Lasting) -> Policy:
+    """Wire one config generation: connection pools -> client -> sources -> engine -> policy."""
 
     def connection_pool() -> httpx.AsyncClient:  # one per environment: a request or two at a time
         limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
-        return httpx.AsyncClient(verify=tls, limits=limits, follow_redirects=False)
+        return httpx.AsyncClient(verify=lasting.upstream_tls, limits=limits, follow_redirects=False)
 
     client = UpstreamClient(connection_pool, config.api.max_response_bytes)
-    buckets = config.buckets
     work = WorkSource(
         config.api.page_size,
         config.api.max_pages,
-        buckets.heartbeat_age_seconds,
-        buckets.state_age_seconds,
+        config.buckets,
+        config.breakdown,
+        lasting.ledger,
+        config.scrape.clock_skew_seconds,
         time.time,
     )
     engine = Engine(
         config.api,
-        [work],
+        [work, StatsSource(time.time)],
         client,
         concurrency=config.scrape.concurrency,
-        observer=counters,
-        failures=failures,
+        observer=lasting.counters,
+        failures=lasting.failures,
         redactor=Redactor(config.secrets()),
     )
-    return OnDemandPolicy(engine, store)
+    return OnDemandPolicy(engine, lasting.store)
 
 
 def loader(args: argparse.Namespace, environ: Mapping[str, str]) -> Load:
@@ -189,19 +216,16 @@ async def run_exporter(
     on_started: Callable[[Reloader], None] | None = None,
 ) -> None:
     """Serve on `sock` until `stop` is set; then stop gracefully."""
-    counters, store, state = EngineCounters(), ResultStore(), ReloadState()
-    failures = FailureLog()
-    tls = TlsContext(None)
-    upstream_tls = httpx.create_ssl_context()  # the system's CA bundle, as httpx would load it
+    lasting, state, tls = Lasting(), ReloadState(), TlsContext(None)
     reloader = Reloader(
         initial,
         load,
-        lambda config: build_policy(config, counters, failures, store, upstream_tls),
+        lambda config: build_policy(config, lasting),
         state=state,
         tls=tls,
-        store=store,
+        forget=lasting.forget_all_but,
     )
-    app = ExporterApp(reloader, build_registry(state), counters, store, demo=demo)
+    app = ExporterApp(reloader, build_registry(state), lasting.collectors, lasting.store, demo=demo)
     server = HttpServer(app, sock, tls, limits or ServerLimits())
     await server.start()
     if on_started is not None:

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 from . import __version__
 from .client import TransportFailure, UpstreamClient
-from .config import ApiConfig, Environment
+from .config import ApiConfig, Credentials, Environment
 from .failures import Failure, FailureLog
 from .models import (
     BETA_HEADER,
@@ -196,7 +196,10 @@ class Engine:
             return result
         task = listing.task
         if task is not None and task.done() and not task.cancelled():
-            return task.result()  # _run returns a result whatever happens inside
+            error = task.exception()  # _run returns a result whatever happens inside; but be sure
+            if error is None:
+                return task.result()
+            return self._result(env, waited, {}, dict.fromkeys(self._names(), self._internal(error)))
         # Still running for a scrape with a later deadline, or stuck: not ours to wait for.
         if listing.running:  # out of time with a slot: to the back of the next queue
             self._late.add(env.id)
@@ -251,8 +254,12 @@ class Engine:
                 listing.timeout = timeout
                 async with self._slots:
                     listing.running = True
-                    fetch = self._fetcher(listing)
-                    tasks = {s.name: asyncio.create_task(self._collect(s, env, fetch)) for s in self.sources}
+                    tasks = {
+                        s.name: asyncio.create_task(
+                            self._collect(s, env, self._fetcher(listing, s.credentials(env)))
+                        )
+                        for s in self.sources
+                    }
                     await asyncio.wait(tasks.values())
         except TimeoutError:  # the latest waiter's deadline passed: abandon what is unfinished
             if listing.running:
@@ -316,13 +323,13 @@ class Engine:
 
     # -- requests --------------------------------------------------------------
 
-    def _fetcher(self, listing: _Listing) -> Fetch:
+    def _fetcher(self, listing: _Listing, credentials: Credentials) -> Fetch:
         env = listing.env
         headers = {
             VERSION_HEADER: self.api.anthropic_version,
             BETA_HEADER: ",".join(self.api.betas),
             "User-Agent": f"anthropic-work-exporter/{__version__}",
-            **auth_headers(env.credentials.type, env.credentials.value.reveal()),
+            **auth_headers(credentials.type, credentials.value.reveal()),
         }
         workspace = env.workspace_id or self.api.workspace_id
         if workspace:

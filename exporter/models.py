@@ -43,6 +43,10 @@ def work_path(environment_id: str) -> str:
     return f"/v1/environments/{quote(environment_id, safe='')}/work"
 
 
+def stats_path(environment_id: str) -> str:
+    return f"/v1/environments/{quote(environment_id, safe='')}/work/stats"
+
+
 def page_params(page_size: int, cursor: str | None) -> dict[str, str | int]:
     params: dict[str, str | int] = {PAGE_SIZE_PARAM: page_size}
     if cursor is not None:
@@ -58,19 +62,21 @@ RETRY_AFTER_HEADER = "retry-after"
 SHOULD_RETRY_HEADER = "x-should-retry"
 
 KNOWN_STATES = ("queued", "starting", "active", "stopping", "stopped")
-# States whose workers heartbeat, and the timestamp each state's age runs from.
+# What happens to a work item, in order, each stamped by the API as `<event>_at`.
+EVENTS = ("created", "acknowledged", "started", "stop_requested", "stopped")
+EVENT_FIELDS = tuple(f"{event}_at" for event in EVENTS)
+# States whose workers heartbeat, and the event each state's age runs from.
 HEARTBEAT_STATES = ("starting", "active", "stopping")
 HEARTBEAT_FIELD = "latest_heartbeat_at"
-STATE_SINCE_FIELD = {
-    "queued": "created_at",
-    "starting": "acknowledged_at",
-    "active": "started_at",
-    "stopping": "stop_requested_at",
-}
+STATE_SINCE_EVENT = {"queued": 0, "starting": 1, "active": 2, "stopping": 3}  # index into EVENTS
+STATE_SINCE_FIELD = {state: EVENT_FIELDS[i] for state, i in STATE_SINCE_EVENT.items()}
 # Opaque cursors from the API are short; anything this long is a broken or hostile server.
 MAX_CURSOR_LENGTH = 4096
 # State strings are short identifiers; a longer one is not a state.
 MAX_STATE_LENGTH = 64
+MAX_ID_LENGTH = 256
+# Metadata values become label values: cut to this many characters.
+MAX_LABEL_LENGTH = 128
 
 
 class UpstreamFormatError(ValueError):
@@ -80,16 +86,24 @@ class UpstreamFormatError(ValueError):
 class WorkItem(NamedTuple):
     """What the metrics need of one work item; timestamps are Unix seconds or None.
 
-    `state_since` is when the item entered its current state (None when the
-    state has no age, the field is null, or it cannot be parsed); the
-    `*_unparseable` flags tell a null timestamp from a garbled one.
+    `events` holds the item's timestamp for each of EVENTS (None when null or
+    unparseable); `unparseable` names the timestamp fields that were present but
+    garbled, so a null timestamp can be told from a broken one. `labels` are the
+    item's values for the configured metadata keys (None where it has no such key).
     """
 
+    id: str
     state: str
-    state_since: float | None
-    since_unparseable: bool
+    events: tuple[float | None, ...]
     latest_heartbeat: float | None
-    heartbeat_unparseable: bool
+    unparseable: tuple[str, ...] = ()
+    labels: tuple[str | None, ...] = ()
+
+    @property
+    def state_since(self) -> float | None:
+        """When the item entered its current state, for the states that have an age."""
+        index = STATE_SINCE_EVENT.get(self.state)
+        return None if index is None else self.events[index]
 
 
 class Page(NamedTuple):
@@ -107,8 +121,13 @@ def decode_json(body: bytes) -> Any:
         raise UpstreamFormatError(f"not JSON: {type(exc).__name__}") from None
 
 
-def parse_work_page(body: bytes) -> Page:
-    """Turn a listing page's bytes into WorkItems and the next cursor."""
+def parse_work_page(body: bytes, metadata_keys: tuple[str, ...] = ()) -> Page:
+    """Turn a listing page's bytes into WorkItems and the next cursor.
+
+    Of each item's metadata only the values of `metadata_keys` are read. Nothing in
+    `data` is read either: a health-check item (`data.type` "healthcheck", which the
+    queue sends too) is work like any other.
+    """
     doc = decode_json(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise UpstreamFormatError("response is not a work listing (no 'data' list)")
@@ -119,27 +138,71 @@ def parse_work_page(body: bytes) -> Page:
         raise UpstreamFormatError(
             f"'next_page' is {len(cursor)} characters long (at most {MAX_CURSOR_LENGTH})"
         )
-    return Page([_work_item(raw) for raw in doc["data"]], cursor or None)
+    return Page([_work_item(raw, metadata_keys) for raw in doc["data"]], cursor or None)
 
 
-def _work_item(raw: Any) -> WorkItem:
+def _work_item(raw: Any, metadata_keys: tuple[str, ...]) -> WorkItem:
     if not isinstance(raw, dict):
         raise UpstreamFormatError("a work item is not an object")
     state = raw.get("state")
     if not isinstance(state, str) or not state or len(state) > MAX_STATE_LENGTH:
         raise UpstreamFormatError("a work item has no 'state' string")
-    since_field = STATE_SINCE_FIELD.get(state)
-    since_raw = raw.get(since_field) if since_field else None
-    since = parse_timestamp(since_raw)
+    item_id = raw.get("id")
+    if not isinstance(item_id, str) or not item_id or len(item_id) > MAX_ID_LENGTH:
+        raise UpstreamFormatError("a work item has no 'id' string")
+    unparseable: list[str] = []
+    events = []
+    for field in EVENT_FIELDS:
+        value = raw.get(field)
+        parsed = parse_timestamp(value)
+        if value is not None and parsed is None:
+            unparseable.append(field)
+        events.append(parsed)
     heartbeat_raw = raw.get(HEARTBEAT_FIELD)
     heartbeat = parse_timestamp(heartbeat_raw)
-    return WorkItem(
-        state,
-        since,
-        since_raw is not None and since is None,
-        heartbeat,
-        heartbeat_raw is not None and heartbeat is None,
-    )
+    if heartbeat_raw is not None and heartbeat is None:
+        unparseable.append(HEARTBEAT_FIELD)
+    labels: tuple[str | None, ...] = ()
+    if metadata_keys:
+        metadata = raw.get("metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
+        labels = tuple(_label(metadata.get(key)) for key in metadata_keys)
+    return WorkItem(item_id, state, tuple(events), heartbeat, tuple(unparseable), labels)
+
+
+def _label(value: Any) -> str | None:
+    """A metadata value as a label value: strings as they are (cut to a sane length), else missing."""
+    if isinstance(value, str):
+        return value[:MAX_LABEL_LENGTH]
+    return None
+
+
+class QueueStats(NamedTuple):
+    """`GET .../work/stats`: the queue as the API counts it."""
+
+    depth: int  # waiting to be picked up
+    pending: int  # polled, not acknowledged
+    oldest_queued_at: float | None  # Unix seconds; None when the queue is empty (or unparseable)
+    oldest_unparseable: bool
+    workers_polling: int | None  # None when the API does not know (workers send no id)
+
+
+def parse_stats(body: bytes) -> QueueStats:
+    doc = decode_json(body)
+    if not isinstance(doc, dict):
+        raise UpstreamFormatError("response is not work queue statistics")
+    depth, pending, workers = doc.get("depth"), doc.get("pending"), doc.get("workers_polling")
+    if not isinstance(depth, int) or not isinstance(pending, int) or not (_count(depth) and _count(pending)):
+        raise UpstreamFormatError("'depth' and 'pending' must be non-negative integers")
+    if workers is not None and not _count(workers):
+        raise UpstreamFormatError("'workers_polling' must be a non-negative integer or null")
+    oldest_raw = doc.get("oldest_queued_at")
+    oldest = parse_timestamp(oldest_raw)
+    return QueueStats(depth, pending, oldest, oldest_raw is not None and oldest is None, workers)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class ApiError(NamedTuple):

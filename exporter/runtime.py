@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from .collectors.exporter import ReloadState
 from .config import Config, ConfigError
-from .policy import Policy, ResultStore
+from .policy import Policy
 from .server import TlsContext
 from .web import WebConfig
 
@@ -52,14 +52,14 @@ class Reloader:
         *,
         state: ReloadState,
         tls: TlsContext,
-        store: ResultStore,
+        forget: Callable[[set[str]], None],
         wall_clock: Callable[[], float] = time.time,
     ):
         self._load = load
         self._build = build
         self.state = state
         self.tls = tls
-        self.store = store
+        self.forget = forget  # drops what is kept for environments a new config no longer has
         self.wall_clock = wall_clock
         self._lock = asyncio.Lock()
         self._closing: set[asyncio.Task[None]] = set()
@@ -98,7 +98,7 @@ class Reloader:
             old = self.current
             self.current = Runtime(config, web, self._build(config))
             self.tls.context = web.ssl_context if web else None
-            self.store.forget_all_but({env.id for env in config.environments})
+            self.forget({env.id for env in config.environments})
             old.retired = True
             if old.users == 0:
                 self._close_later(old)

@@ -15,6 +15,7 @@ from exporter.client import UpstreamClient
 from exporter.config import BucketConfig, Config, Environment, parse_config
 from exporter.engine import Engine, EngineCounters
 from exporter.failures import FailureLog
+from exporter.flow import FlowLedger
 from exporter.redact import Redactor
 from exporter.sources import Fetch, Source
 from exporter.sources.work import WorkSource
@@ -28,10 +29,17 @@ def config_for(*env_ids: str, yaml: str = "", environ: dict[str, str] | None = N
     return parse_config(f"{yaml}environments:\n{envs}", KEY_ENV if environ is None else environ)
 
 
-def work_source(config: Config, wall_clock: Callable[[], float] = lambda: NOW) -> WorkSource:
-    b = config.buckets
+def work_source(
+    config: Config, wall_clock: Callable[[], float] = lambda: NOW, ledger: FlowLedger | None = None
+) -> WorkSource:
     return WorkSource(
-        config.api.page_size, config.api.max_pages, b.heartbeat_age_seconds, b.state_age_seconds, wall_clock
+        config.api.page_size,
+        config.api.max_pages,
+        config.buckets,
+        config.breakdown,
+        ledger if ledger is not None else FlowLedger(),
+        config.scrape.clock_skew_seconds,
+        wall_clock,
     )
 
 
@@ -48,7 +56,7 @@ async def running_engine(
 ) -> AsyncIterator[Engine]:
     """An Engine over one AsyncClient (respx intercepts it, or `transport` answers)."""
     if buckets is not None:
-        config = Config(config.environments, config.api, config.scrape, buckets)
+        config = Config(config.environments, config.api, config.scrape, buckets, config.breakdown)
 
     def http() -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=transport) if transport is not None else httpx.AsyncClient()
@@ -79,6 +87,9 @@ class HeldSource:
     """
 
     name = "work"
+
+    def credentials(self, env: Environment) -> Any:
+        return env.credentials
 
     def __init__(self, value: Any = "listed"):
         self.value = value

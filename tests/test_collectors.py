@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 
 import httpx
 import pytest
@@ -239,11 +238,14 @@ def test_configured_buckets_are_used_with_inf_appended(buckets):
 def test_ages_are_measured_against_the_moment_each_page_arrived():
     """Two pages an hour apart: the same timestamps look an hour older on the second."""
     same = [work("queued", age=30, now=NOW), work("active", age=30, heartbeat_age=2, now=NOW)]
-    respx.get(f"{API}/env_a/work").mock(
-        side_effect=[httpx.Response(200, json=page(same, "p2")), httpx.Response(200, json=page(same))]
-    )
-    arrivals = itertools.count(NOW, 3600)
-    r = scrape("env_a", wall_clock=lambda: next(arrivals))
+    wall = [NOW]
+
+    def second_page(request: httpx.Request) -> httpx.Response:
+        wall[0] = NOW + 3600  # it arrives an hour after the first
+        return httpx.Response(200, json=page(same))
+
+    respx.get(f"{API}/env_a/work").mock(side_effect=[httpx.Response(200, json=page(same, "p2")), second_page])
+    r = scrape("env_a", wall_clock=lambda: wall[0])
     q = dict(environment_id="env_a", state="queued")
     assert value(r, "anthropic_work_state_age_seconds_gsum", **q) == 30 + 3630
     assert value(r, "anthropic_work_state_age_max_seconds", **q) == 3630

@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from exporter.models import MAX_CURSOR_LENGTH, UpstreamFormatError, WorkItem, parse_timestamp, parse_work_page
+from exporter.models import (
+    MAX_CURSOR_LENGTH,
+    QueueStats,
+    UpstreamFormatError,
+    WorkItem,
+    parse_stats,
+    parse_timestamp,
+    parse_work_page,
+)
 
 
 def parse_page(doc) -> tuple:
@@ -65,29 +73,57 @@ def test_page_keeps_only_what_metrics_need():
     body = {
         "data": [
             {
+                "id": "work_1",
                 "state": "active",
+                "created_at": "2026-11-22T11:00:00Z",
+                "acknowledged_at": "2026-11-22T11:30:00Z",
                 "started_at": "2026-11-22T12:00:00Z",
+                "stop_requested_at": None,
                 "latest_heartbeat_at": None,
                 "secret": "s3cret",
-                "metadata": {"a": "b"},
+                "metadata": {"team": "search", "other": "x"},
+                "data": {"id": "session_1", "type": "session"},
             }
         ],
         "next_page": "cur",
     }
-    page = parse_page(body)
+    page = parse_work_page(json.dumps(body).encode(), ("team", "tier"))
     assert page == (
         [
             WorkItem(
+                id="work_1",
                 state="active",
-                state_since=BASE,
-                since_unparseable=False,
+                events=(BASE - 3600, BASE - 1800, BASE, None, None),
                 latest_heartbeat=None,
-                heartbeat_unparseable=False,
+                unparseable=(),
+                labels=("search", None),
             )
         ],
         "cur",
     )
-    assert "s3cret" not in repr(page)
+    assert page.items[0].state_since == BASE
+    assert "s3cret" not in repr(page) and "other" not in repr(page)
+
+
+def test_health_check_work_is_work_like_any_other():
+    body = {
+        "data": [
+            {
+                "id": "work_h",
+                "state": "queued",
+                "created_at": "2026-11-22T12:00:00Z",
+                "data": {"type": "healthcheck"},
+            },
+            {
+                "id": "work_x",
+                "state": "queued",
+                "created_at": "2026-11-22T12:00:00Z",
+                "data": {"type": "novel"},
+            },
+        ],
+        "next_page": None,
+    }
+    assert [i.id for i in parse_page(body).items] == ["work_h", "work_x"]
 
 
 @pytest.mark.parametrize("cursor", [None, ""])
@@ -104,7 +140,9 @@ def test_null_or_empty_next_page_ends_the_listing(cursor):
         {"data": [{"id": "work_1"}]},
         {"data": [3]},
         {"data": [], "next_page": 7},
-        {"data": [{"state": "x" * 65}]},
+        {"data": [{"id": "w", "state": "x" * 65}]},
+        {"data": [{"state": "queued"}]},
+        {"data": [{"id": 7, "state": "queued"}]},
         {"data": [], "next_page": "c" * (MAX_CURSOR_LENGTH + 1)},
         "<html>",
     ],
@@ -128,11 +166,50 @@ def test_garbled_timestamps_are_told_from_null_ones():
     (garbled, null) = parse_page(
         {
             "data": [
-                {"state": "queued", "created_at": "yesterday", "latest_heartbeat_at": "2026-13-01T00:00:00Z"},
-                {"state": "queued", "created_at": None, "latest_heartbeat_at": None},
+                {
+                    "id": "w1",
+                    "state": "queued",
+                    "created_at": "yesterday",
+                    "latest_heartbeat_at": "2026-13-01T00:00:00Z",
+                },
+                {"id": "w2", "state": "queued", "created_at": None, "latest_heartbeat_at": None},
             ],
             "next_page": None,
         }
     ).items
-    assert (garbled.since_unparseable, garbled.heartbeat_unparseable) == (True, True)
-    assert (null.since_unparseable, null.heartbeat_unparseable) == (False, False)
+    assert garbled.unparseable == ("created_at", "latest_heartbeat_at")
+    assert null.unparseable == ()
+
+
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        (
+            {"depth": 3, "pending": 1, "oldest_queued_at": "2026-11-22T12:00:00Z", "workers_polling": 4},
+            QueueStats(3, 1, BASE, False, 4),
+        ),
+        (
+            {"depth": 0, "pending": 0, "oldest_queued_at": None, "workers_polling": None},
+            QueueStats(0, 0, None, False, None),
+        ),
+        ({"depth": 0, "pending": 0}, QueueStats(0, 0, None, False, None)),
+        ({"depth": 1, "pending": 0, "oldest_queued_at": "soon"}, QueueStats(1, 0, None, True, None)),
+    ],
+)
+def test_queue_stats(doc, expected):
+    assert parse_stats(json.dumps({"type": "work_queue_stats", **doc}).encode()) == expected
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"depth": -1, "pending": 0},
+        {"depth": True, "pending": 0},
+        {"depth": 1},
+        {"depth": 1, "pending": 0, "workers_polling": "2"},
+        [],
+    ],
+)
+def test_malformed_queue_stats_are_format_errors(doc):
+    with pytest.raises(UpstreamFormatError):
+        parse_stats(json.dumps(doc).encode())

@@ -16,6 +16,7 @@ from exporter.simulator import (
     Profile,
     SimEnvironment,
     Simulator,
+    rfc3339,
     static_items,
 )
 
@@ -272,7 +273,9 @@ def test_the_demo_environments_differ_in_character():
     busy, idle, dying = (sim.truth(e) for e in sim.environments)
     assert sum(busy["items"].values()) > 10 * sum(idle["items"].values())
     assert max(dying["heartbeat_ages"]["active"]) > 300
-    assert max(busy["heartbeat_ages"]["active"]) < 10
+    # Live workers heartbeat every 30 s, as the SDK's worker does with its 90 s lease.
+    assert max(busy["heartbeat_ages"]["active"]) <= 30
+    assert busy["queue"]["workers_polling"] == 4 and dying["queue"]["workers_polling"] < 4
 
 
 @pytest.mark.parametrize(
@@ -313,3 +316,94 @@ def test_leaked_secrets_are_on_every_item(env):
     assert [item["secret"] for item in json.loads(body)["data"]] == [
         f"work-secret-{item.id}" for item in env.items[:5]
     ]
+
+
+def stats(sim: Simulator, env: SimEnvironment, auth: dict | None = None):
+    r = sim.handle(
+        f"/v1/environments/{env.id}/work/stats", {}, {**OK_HEADERS, **(auth or {"x-api-key": API_KEY})}
+    )
+    return r.status, json.loads(r.body)
+
+
+def test_work_stats_agree_with_the_items():
+    env = SimEnvironment(
+        "env_q", "q", seed=5, profile=Profile(arrivals_per_second=1.0, queue_wait=20, worker_death_rate=0.3)
+    )
+    sim, _ = make(env)
+    sim.pause()
+    t = sim.now()
+    status, doc = stats(sim, env)
+    queued = [i for i in env.items if i.created <= t and i.state(t) == "queued"]
+    pending = [i for i in queued if i.polled is not None and i.polled <= t]
+    assert status == 200 and doc["type"] == "work_queue_stats"
+    assert (doc["depth"], doc["pending"]) == (len(queued) - len(pending), len(pending))
+    assert doc["depth"] > 0 and doc["pending"] >= 0
+    assert doc["oldest_queued_at"] == rfc3339(min(i.created for i in queued))
+    dead = {i.worker for i in env.items if i.dies is not None and i.dies <= t < i.dies + 120}
+    assert doc["workers_polling"] == 4 - len(dead)
+    assert sim.truth(env.id)["queue"] == doc
+
+
+def test_work_stats_without_worker_ids_say_null_and_an_empty_queue_has_no_oldest():
+    env = SimEnvironment("env_n", "n", profile=Profile(arrivals_per_second=0.0, workers_send_id=False))
+    status, doc = stats(make(env)[0], env, {"authorization": f"Bearer {env.key}"})
+    assert (status, doc["depth"], doc["pending"], doc["oldest_queued_at"], doc["workers_polling"]) == (
+        200,
+        0,
+        0,
+        None,
+        None,
+    )
+
+
+def test_work_stats_can_be_made_to_fail_alone(env):
+    env.faults = Faults(stats_status=503)
+    sim = make(env)[0]
+    assert stats(sim, env)[0] == 503
+    assert get(sim, env)[0] == 200
+
+
+def test_ground_truth_transitions_in_a_window():
+    item = Item(
+        "work_1",
+        "s",
+        created=100.0,
+        acknowledged=110.0,
+        started=115.0,
+        stop_requested=200.0,
+        stopped=205.0,
+        first_heartbeat=112.0,
+        heartbeat_interval=5.0,
+    )
+    env = SimEnvironment("env_t", "t", items=[item])
+    assert env.transitions(105.0, 200.0) == {
+        "transitions": {"created": 0, "acknowledged": 1, "started": 1, "stop_requested": 1, "stopped": 0},
+        "steps": {"queue_wait": [10.0], "start_duration": [5.0], "run_duration": [], "stop_duration": []},
+    }
+
+
+def test_health_check_items_come_with_live_work():
+    env = SimEnvironment("env_h", "h", seed=3, profile=Profile(arrivals_per_second=2.0))
+    make(env)  # the simulator starts its environments' lives
+    kinds = {json.loads(i)["data"]["type"] for i in (env.blob(x, T0, {}) for x in env.items)}
+    assert kinds == {"session", "healthcheck"}
+
+
+def environments(sim: Simulator, auth: dict, **query):
+    r = sim.handle("/v1/environments", {k: [str(v)] for k, v in query.items()}, {**OK_HEADERS, **auth})
+    return r.status, json.loads(r.body)
+
+
+def test_the_environments_listing_pages_and_leaves_archived_ones_out_unless_asked():
+    envs = [SimEnvironment(f"env_{n}", f"e{n}") for n in range(5)]
+    envs[1].archived_at = T0 - 60
+    envs[2].self_hosted = False
+    sim, _ = make(*envs)
+    status, first = environments(sim, {"x-api-key": API_KEY}, limit=3)
+    _, second = environments(sim, {"x-api-key": API_KEY}, limit=3, page=first["next_page"])
+    assert status == 200 and second["next_page"] is None
+    assert [e["id"] for e in first["data"] + second["data"]] == ["env_0", "env_2", "env_3", "env_4"]
+    assert first["data"][1]["config"]["type"] == "cloud"
+    _, everything = environments(sim, {"authorization": f"Bearer {API_KEY}"}, include_archived="true")
+    assert [e["archived_at"] is not None for e in everything["data"]] == [False, True, False, False, False]
+    assert environments(sim, {"authorization": f"Bearer {envs[0].key}"})[0] == 401  # an API key only

@@ -63,7 +63,9 @@ def test_metrics_answers_200_and_reports_a_failing_environment_as_data():
     assert 'anthropic_work_items{environment_id="env_bad"' not in body
     for state, count in truth["items"].items():
         assert value(metrics, "anthropic_work_items", environment_id="env_good", state=state) == count
-    assert value(metrics, "anthropic_work_api_requests_total", code="500", environment_id="env_bad") == 2
+    # Two tries of the listing and two of work/stats, all 500.
+    assert value(metrics, "anthropic_work_api_requests_total", code="500", environment_id="env_bad") == 4
+    assert value(metrics, "anthropic_work_stats_success", environment_id="env_bad") == 0
     assert value(metrics, "anthropic_work_exporter_build_info", version="0.1.0") == 1
     assert "process_cpu_seconds_total" in body
 
@@ -131,8 +133,8 @@ def test_connections_are_reused_across_pages_and_scrapes():
     with running_simulator(env) as (sim, url), running_exporter(config_for(url, env)) as exporter:
         for _ in range(3):
             assert httpx.get(f"http://{exporter.address}/metrics").status_code == 200
-    assert env.requests == 15
-    assert sim.connections == 1
+    assert env.requests == 15 + 3  # 5 pages and one work/stats request per scrape
+    assert sim.connections == 2  # the listing and work/stats side by side, each kept alive
 
 
 def test_openmetrics_negotiation_and_gzip_as_prometheus_client_does():
@@ -245,7 +247,7 @@ def test_basic_auth_from_the_web_config(tmp_path):
     assert [anonymous.status_code, wrong.status_code, unknown.status_code, head.status_code] == [401] * 4
     assert anonymous.headers["www-authenticate"] == 'Basic realm="anthropic-work-exporter"'
     assert [r.status_code for r in right] == [200, 200]
-    assert env.requests == 2  # only the authorised scrapes listed anything
+    assert env.requests == 4  # only the two authorised scrapes asked (a page and work/stats each)
 
 
 def test_an_unknown_user_costs_the_same_bcrypt_check_as_a_wrong_password():

@@ -41,10 +41,15 @@ class WorkCollector(Collector):
             for state, dist in summary.heartbeat_age.items():
                 _add_distribution(f.heartbeat_age, f.heartbeat_age_max, [env_id, state], dist)
                 f.without_heartbeat.add_metric([env_id, state], summary.without_heartbeat[state])
+                f.without_heartbeat_age_max.add_metric(
+                    [env_id, state], summary.without_heartbeat_age_max[state]
+                )
             for state, dist in summary.state_age.items():
                 _add_distribution(f.state_age, f.state_age_max, [env_id, state], dist)
             for field, count in summary.unparseable.items():
                 f.unparseable.add_metric([env_id, field], count)
+            for (key, value, state), count in sorted(summary.by_metadata.items()):
+                f.by_metadata.add_metric([env_id, state, key, value], count)
         yield from f.all()
 
 
@@ -71,6 +76,13 @@ class _Families:
             "Starting, active and stopping items that have never heartbeated.",
             labels=by_state,
         )
+        self.without_heartbeat_age_max = GaugeMetricFamily(
+            "anthropic_work_without_heartbeat_age_max_seconds",
+            "The longest time in the current state among items that have never heartbeated; 0 when none. "
+            "A worker heartbeats right after it acknowledges: a starting item past the 90 s lease "
+            "without one has lost its worker.",
+            labels=by_state,
+        )
         self.state_age = GaugeHistogramMetricFamily(
             "anthropic_work_state_age_seconds",
             "Seconds in the current state: queued since created_at, starting since acknowledged_at, "
@@ -81,6 +93,12 @@ class _Families:
             "anthropic_work_state_age_max_seconds",
             "The longest time in the current state per state; 0 when there is none.",
             labels=by_state,
+        )
+        self.by_metadata = GaugeMetricFamily(
+            "anthropic_work_items_by_metadata",
+            "Work items per state and value of each configured metadata key (breakdown.metadata_keys); "
+            "__missing__ for items without the key, __other__ past breakdown.max_values values.",
+            labels=[ENV, "state", "key", "value"],
         )
         self.unparseable = GaugeMetricFamily(
             "anthropic_work_unparseable_timestamps",
@@ -95,8 +113,10 @@ class _Families:
             self.heartbeat_age,
             self.heartbeat_age_max,
             self.without_heartbeat,
+            self.without_heartbeat_age_max,
             self.state_age,
             self.state_age_max,
+            self.by_metadata,
             self.unparseable,
         ]
 

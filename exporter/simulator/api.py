@@ -85,6 +85,12 @@ class Simulator:
                 "connections": self.connections,
             }
 
+    def transitions(self, environment_id: str, since: float, until: float) -> dict[str, Any]:
+        with self.lock:
+            env = self.environments[environment_id]
+            env.advance(self.now())
+            return env.transitions(since, until)
+
     def truth(self, environment_id: str, now: float | None = None) -> dict[str, Any]:
         with self.lock:
             t = self.now()
@@ -96,7 +102,13 @@ class Simulator:
         """One GET request; `headers` keys are lower-case."""
         request_id = f"req_{uuid.uuid4().hex[:24]}"
         parts = path.strip("/").split("/")
-        if len(parts) != 4 or parts[:2] != ["v1", "environments"] or parts[3] != "work":
+        if (
+            parts[:2] != ["v1", "environments"]
+            or len(parts) not in (2, 4, 5)
+            or parts[3:4] not in ([], ["work"])
+        ):
+            return _error(404, "not_found_error", f"no route for {path}", request_id)
+        if len(parts) == 5 and parts[4] != "stats":
             return _error(404, "not_found_error", f"no route for {path}", request_id)
         if "anthropic-version" not in headers:
             return _error(400, "invalid_request_error", "anthropic-version: header is required", request_id)
@@ -108,20 +120,85 @@ class Simulator:
                 f"this endpoint requires the anthropic-beta header {REQUIRED_BETA}",
                 request_id,
             )
+        limit = _limit(query, self.max_page_size)
+        if limit is None:
+            return _error(
+                400, "invalid_request_error", f"limit: must be between 1 and {self.max_page_size}", request_id
+            )
+        if len(parts) == 2:
+            return self._environments(query, limit, headers, request_id)
         env = self.environments.get(parts[2])
         if not _authorised(env, headers):
             return _error(401, "authentication_error", "invalid authentication credentials", request_id)
         if env is None:
             return _error(404, "not_found_error", f"environment {parts[2]} not found", request_id)
-        try:
-            limit = int(query.get("limit", [DEFAULT_PAGE_SIZE])[0])
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= self.max_page_size:
-            return _error(
-                400, "invalid_request_error", f"limit: must be between 1 and {self.max_page_size}", request_id
-            )
+        if len(parts) == 5:
+            return self._stats(env, request_id)
         return self._page(env, query.get("page", [None])[0], limit, request_id, headers)
+
+    def _environments(
+        self, query: dict[str, list[str]], limit: int, headers: dict[str, str], request_id: str
+    ) -> Response:
+        """`GET /v1/environments`: an account-level listing, for the organisation's API key only."""
+        bearer = headers.get("authorization", "").removeprefix("Bearer ")
+        if API_KEY not in (headers.get("x-api-key"), bearer):
+            return _error(401, "authentication_error", "invalid authentication credentials", request_id)
+        archived = query.get("include_archived", ["false"])[0] == "true"
+        with self.lock:
+            t = self.now()
+            envs = sorted(
+                (e for e in self.environments.values() if archived or e.archived_at is None),
+                key=lambda e: e.id,
+            )
+        try:
+            after = _decode_cursor(query.get("page", [None])[0])[0]
+        except ValueError:
+            return _error(400, "invalid_request_error", "page: invalid cursor", request_id)
+        start = next((n for n, e in enumerate(envs) if e.id > after), len(envs)) if after else 0
+        chunk = envs[start : start + limit]
+        more = start + limit < len(envs)
+        doc = {
+            "data": [e.describe(t) for e in chunk],
+            "next_page": _encode_cursor(chunk[-1].id, 0) if more else None,
+        }
+        return Response(200, {"request-id": request_id}, json.dumps(doc).encode())
+
+    def _stats(self, env: SimEnvironment, request_id: str) -> Response:
+        with self.lock:
+            env.requests += 1
+        faults = env.faults
+        if faults.latency_seconds:
+            self.sleep(faults.latency_seconds)
+        failed = self._injected_error(env, request_id)
+        if failed is not None:
+            return failed
+        if faults.stats_status:
+            status = faults.stats_status
+            return _error(
+                status, _ERROR_TYPES.get(status, "api_error"), "simulated stats failure", request_id
+            )
+        with self.lock:
+            t = self.now()
+            env.advance(t)
+            body = json.dumps(env.queue(t)).encode()
+        return Response(200, {"request-id": request_id}, body)
+
+    def _injected_error(self, env: SimEnvironment, request_id: str) -> Response | None:
+        faults = env.faults
+        for status, rate in faults.error_rates.items():
+            if rate and env.fault_rng.random() < rate:
+                extra = {}
+                if status == "429" and faults.retry_after_seconds is not None:
+                    extra["retry-after"] = f"{faults.retry_after_seconds:g}"
+                return _error(
+                    int(status),
+                    _ERROR_TYPES.get(int(status), "api_error"),
+                    "simulated failure",
+                    request_id,
+                    html=faults.html_errors,
+                    headers=extra,
+                )
+        return None
 
     def _page(
         self, env: SimEnvironment, cursor: str | None, limit: int, request_id: str, headers: dict[str, str]
@@ -152,19 +229,9 @@ class Simulator:
             return Response(200, {"request-id": request_id, "content-encoding": "gzip"}, MALFORMED_GZIP)
         if faults.nesting_depth:
             return Response(200, {"request-id": request_id}, nested_json(faults.nesting_depth))
-        for status, rate in faults.error_rates.items():
-            if rate and env.fault_rng.random() < rate:
-                extra = {}
-                if status == "429" and faults.retry_after_seconds is not None:
-                    extra["retry-after"] = f"{faults.retry_after_seconds:g}"
-                return _error(
-                    int(status),
-                    _ERROR_TYPES.get(int(status), "api_error"),
-                    "simulated failure",
-                    request_id,
-                    html=faults.html_errors,
-                    headers=extra,
-                )
+        failed = self._injected_error(env, request_id)
+        if failed is not None:
+            return failed
         try:
             after, empties = _decode_cursor(cursor)
         except ValueError:
@@ -204,6 +271,14 @@ _ERROR_TYPES = {
     500: "api_error",
     529: "overloaded_error",
 }
+
+
+def _limit(query: dict[str, list[str]], maximum: int) -> int | None:
+    try:
+        limit = int(query.get("limit", [DEFAULT_PAGE_SIZE])[0])
+    except ValueError:
+        return None
+    return limit if 1 <= limit <= maximum else None
 
 
 def _authorised(env: SimEnvironment | None, headers: dict[str, str]) -> bool:

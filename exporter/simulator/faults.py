@@ -34,6 +34,7 @@ class Faults:
     cursor_bytes: int = 0  # next_page this many characters long
     echo_credential: bool = False  # a 401 whose message and request-id repeat the credential sent
     leak_secrets: bool = False  # items carry their `secret`, which only the polling path should
+    stats_status: int = 0  # work/stats answers this error status (0: it works)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Faults:

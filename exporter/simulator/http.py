@@ -1,6 +1,8 @@
 """The simulated API over HTTP/1.1 with keep-alive, plus control endpoints for tests.
 
 Control endpoints (no auth; bind to loopback): `GET /_sim/truth?environment_id=ID&now=UNIX`,
+`GET /_sim/transitions?environment_id=ID&since=UNIX&until=UNIX` (transitions stamped in
+(since, until] and the durations of the steps they end),
 `GET /_sim/stats` (requests per environment, requests in flight, connections),
 `POST /_sim/faults?environment_id=ID` (JSON body, fields of `Faults`),
 `POST /_sim/pause`, `POST /_sim/resume`.
@@ -45,6 +47,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(Response(404, {"content-type": "application/json"}, b'{"error":"unknown"}'))
             now = float(query["now"][0]) if "now" in query else None
             body = json.dumps(self.simulator.truth(env_id, now)).encode()
+            return self._send(Response(200, {"content-type": "application/json"}, body))
+        if url.path == "/_sim/transitions":
+            env_id = query.get("environment_id", [""])[0]
+            if env_id not in self.simulator.environments:
+                return self._send(Response(404, {"content-type": "application/json"}, b'{"error":"unknown"}'))
+            since, until = float(query["since"][0]), float(query["until"][0])
+            body = json.dumps(self.simulator.transitions(env_id, since, until)).encode()
             return self._send(Response(200, {"content-type": "application/json"}, body))
         if url.path == "/_sim/stats":
             body = json.dumps(self.simulator.stats()).encode()

@@ -23,6 +23,17 @@ from .faults import Faults
 # lean on the exporter's code.
 HEARTBEAT_STATES = ("starting", "active", "stopping")
 AGED_STATES = ("queued", "starting", "active", "stopping")  # stopped items have no time in state
+EVENTS = ("created", "acknowledged", "started", "stop_requested", "stopped")
+STEPS = {  # histogram -> (from event, to event)
+    "queue_wait": ("created", "acknowledged"),
+    "start_duration": ("acknowledged", "started"),
+    "run_duration": ("started", "stopped"),
+    "stop_duration": ("stop_requested", "stopped"),
+}
+# The SDK's worker: a 90 s lease, renewed every min(ttl / 2, 30) s.
+LEASE_TTL = 90.0
+HEARTBEAT_INTERVAL = min(LEASE_TTL / 2, 30.0)
+POLLED_WINDOW = 30.0  # work/stats counts workers that polled this recently
 
 
 @dataclass
@@ -34,10 +45,14 @@ class Profile:
     start_delay: float = 3.0  # acknowledged -> started
     run_time: float = 180.0  # started -> stop requested
     stop_time: float = 5.0  # stop requested -> stopped
-    heartbeat_interval: float = 5.0
+    heartbeat_interval: float = HEARTBEAT_INTERVAL
     worker_death_rate: float = 0.0  # chance a worker dies mid-way (its heartbeats stop)
     dead_work_timeout: float = 900.0  # a dead worker's item is asked to stop after this
     retention: float = 600.0  # stopped items stay listed this long
+    workers: int = 4  # worker processes polling this environment
+    workers_send_id: bool = True  # without a worker id the API cannot count workers polling
+    worker_restart: float = 120.0  # a dead worker is replaced after this long
+    healthcheck_share: float = 0.05  # of items, health checks the queue sends (data.type "healthcheck")
 
 
 @dataclass
@@ -55,6 +70,19 @@ class Item:
     heartbeat_interval: float
     dies: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    polled: float | None = None  # a worker took it from the queue (before acknowledging it)
+    worker: int = 0  # which worker of the environment took it
+    kind: str = "session"  # or "healthcheck"
+
+    def at(self, event: str) -> float | None:
+        """When `event` (one of EVENTS) happens to this item, if ever."""
+        return {
+            "created": self.created,
+            "acknowledged": self.acknowledged,
+            "started": self.started,
+            "stop_requested": self.stop_requested,
+            "stopped": self.stopped,
+        }[event]
 
     def state(self, t: float) -> str:
         if self.acknowledged is None or t < self.acknowledged:
@@ -102,7 +130,7 @@ class Item:
             "stop_requested_at": at(self.stop_requested),
             "stopped_at": at(self.stopped),
             "metadata": self.metadata,
-            "data": {"id": self.session, "type": "session"},
+            "data": {"id": self.session, "type": self.kind},
             "secret": None,  # null on every path but polling, as the API documents
         }
 
@@ -149,7 +177,10 @@ class SimEnvironment:
         self.fault_rng = random.Random(seed + 1)
         self._next_arrival: float | None = None
         self._serial = 0
-        self.requests = 0  # listing requests that reached this environment
+        self.requests = 0  # listing and stats requests that reached this environment
+        self.archived_at: float | None = None  # archived environments are listed only on request
+        self.self_hosted = True  # a cloud environment has no work queue to watch
+        self.created_at = 1_767_225_600.0  # 2026-01-01T00:00:00Z
         self._cache: tuple[float, list[str], list[Item], dict[str, bytes]] | None = None
 
     # -- lifecycle -----------------------------------------------------------
@@ -175,6 +206,7 @@ class SimEnvironment:
         r = self.rng
         self._serial += 1
         ack = created + r.expovariate(1 / p.queue_wait)
+        polled = max(created, ack - r.uniform(0.05, 1.0))  # the worker acknowledges what it polled
         start = ack + r.expovariate(1 / p.start_delay)
         stop_req = start + r.expovariate(1 / p.run_time)
         first_beat = ack + r.uniform(0.2, 1.0) * p.heartbeat_interval
@@ -201,6 +233,9 @@ class SimEnvironment:
             heartbeat_interval=p.heartbeat_interval,
             dies=dies,
             metadata={"team": r.choice(["search", "billing", "infra"])},
+            polled=polled,
+            worker=self._serial % p.workers,
+            kind="healthcheck" if r.random() < p.healthcheck_share else "session",
         )
 
     # -- listing ---------------------------------------------------------------
@@ -221,6 +256,69 @@ class SimEnvironment:
                 doc["secret"] = secret_of(item)
             data = cache[item.id] = json.dumps(doc, separators=(",", ":")).encode()
         return data
+
+    def describe(self, t: float) -> dict[str, Any]:
+        """The environment as `GET /v1/environments` lists it."""
+        config: dict[str, Any] = {"type": "self_hosted"}
+        if not self.self_hosted:
+            packages = {"apt": [], "cargo": [], "gem": [], "go": [], "npm": [], "pip": [], "type": "packages"}
+            config = {"type": "cloud", "networking": {"type": "unrestricted"}, "packages": packages}
+        return {
+            "id": self.id,
+            "type": "environment",
+            "name": self.name,
+            "description": None,
+            "metadata": {},
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.created_at),
+            "archived_at": _maybe(self.archived_at),
+            "config": config,
+            "scope": "organization",
+        }
+
+    def workers_polling(self, t: float) -> int | None:
+        """Live workers at `t` (a live worker polls all the time); None when they send no id."""
+        p = self.profile
+        if p is None or not p.workers_send_id:
+            return None
+        restart = p.worker_restart
+        dead = {i.worker for i in self.items if i.dies is not None and i.dies <= t < i.dies + restart}
+        return p.workers - len(dead)
+
+    def queue(self, t: float) -> dict[str, Any]:
+        """work/stats at `t`: depth (queued, not polled), pending (polled, not acknowledged), oldest."""
+        depth = pending = 0
+        oldest: float | None = None
+        for item in self.items:
+            if item.created > t or item.state(t) != "queued":
+                continue
+            if item.polled is not None and item.polled <= t:
+                pending += 1
+            else:
+                depth += 1
+            oldest = item.created if oldest is None else min(oldest, item.created)
+        return {
+            "type": "work_queue_stats",
+            "depth": depth,
+            "pending": pending,
+            "oldest_queued_at": _maybe(oldest),
+            "workers_polling": self.workers_polling(t),
+        }
+
+    def transitions(self, since: float, until: float) -> dict[str, Any]:
+        """Ground truth for the counters: transitions stamped in (since, until], and the steps they end."""
+        counts = dict.fromkeys(EVENTS, 0)
+        steps: dict[str, list[float]] = {name: [] for name in STEPS}
+        for item in self.items:
+            for event in EVENTS:
+                stamped = item.at(event)
+                if stamped is not None and since < stamped <= until:
+                    counts[event] += 1
+            for name, (begin, end) in STEPS.items():
+                began, ended = item.at(begin), item.at(end)
+                if began is not None and ended is not None and since < ended <= until:
+                    steps[name].append(max(0.0, ended - began))
+        return {"transitions": counts, "steps": steps}
 
     def truth(self, t: float, now: float) -> dict[str, Any]:
         """What the API shows at `t`, with ages measured at `now`: the exporter's ground truth."""
@@ -247,6 +345,7 @@ class SimEnvironment:
             "heartbeat_ages": heartbeat_ages,
             "without_heartbeat": without,
             "state_ages": state_ages,
+            "queue": self.queue(t),
         }
 
 
@@ -280,6 +379,7 @@ def static_items(count: int, now: float, seed: int = 0) -> list[Item]:
                 first_heartbeat=clip(first),
                 heartbeat_interval=5.0,
                 metadata={"n": str(n)},
+                polled=clip(ack - 0.5) if ack is not None else None,
             )
         )
     return items

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
-from ..config import Environment
+from ..config import Credentials, Environment
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -36,6 +36,9 @@ class Source(Protocol[T_co]):
     """One endpoint. `name` keys its outcome in an EnvironmentResult ("work", "stats")."""
 
     name: str
+
+    def credentials(self, env: Environment) -> Credentials:
+        """The credentials this endpoint is asked with, for `env`."""
 
     async def collect(self, env: Environment, fetch: Fetch) -> T_co: ...
 

@@ -1,8 +1,11 @@
 """`GET /v1/environments/{id}/work`: every page, folded into per-state counts and ages.
 
 Pages are folded as they arrive and dropped, so memory holds one page at a
-time. The listing ends when `next_page` is null or empty; a cursor that repeats
-or more than `max_pages` pages end it as a failure, never as an endless loop.
+time: into the snapshot of this listing (counts, ages, metadata breakdown) and
+into its transitions (`flow.FlowFold`), which are committed to the long-lived
+`FlowLedger` only when the whole listing succeeds. The listing ends when
+`next_page` is null or empty; a cursor that repeats or more than `max_pages`
+pages end it as a failure, never as an endless loop.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 
-from ..aggregate import OTHER_STATE, Aggregator, WorkSummary
-from ..config import Environment
+from ..aggregate import OTHER, Aggregator, WorkSummary
+from ..config import BreakdownConfig, BucketConfig, Credentials, Environment
+from ..flow import FlowFold, FlowLedger
 from ..models import UpstreamFormatError, page_params, parse_work_page, work_path
 from . import Fetch, SourceFailed, WallClock
 
@@ -28,31 +32,52 @@ class WorkSource:
         self,
         page_size: int,
         max_pages: int,
-        heartbeat_buckets: Sequence[float],
-        state_buckets: Sequence[float],
+        buckets: BucketConfig,
+        breakdown: BreakdownConfig,
+        ledger: FlowLedger,
+        clock_skew: float,
         wall_clock: WallClock,
     ):
         self.page_size = page_size
         self.max_pages = max_pages
-        self.heartbeat_buckets = heartbeat_buckets
-        self.state_buckets = state_buckets
+        self.buckets = buckets
+        self.breakdown = breakdown
+        self.ledger = ledger
+        self.clock_skew = clock_skew
         self.wall_clock = wall_clock
-        self._capped_logged: set[str] = set()
+        self.flow_buckets: dict[str, Sequence[float]] = {
+            "queue_wait": buckets.queue_wait_seconds,
+            "start_duration": buckets.start_duration_seconds,
+            "run_duration": buckets.run_duration_seconds,
+            "stop_duration": buckets.stop_duration_seconds,
+        }
+        self._logged: set[tuple[str, str]] = set()
+
+    def credentials(self, env: Environment) -> Credentials:
+        return env.credentials
 
     async def collect(self, env: Environment, fetch: Fetch) -> WorkSummary:
         path = work_path(env.id)
-        aggregator = Aggregator(self.heartbeat_buckets, self.state_buckets)
+        keys = self.breakdown.metadata_keys
+        aggregator = Aggregator(
+            self.buckets.heartbeat_age_seconds,
+            self.buckets.state_age_seconds,
+            keys,
+            self.breakdown.max_values,
+        )
+        flow = FlowFold(self.ledger.mark(env.id), self.wall_clock(), self.clock_skew, self.flow_buckets)
         repeats = RepeatGuard()
         cursor: str | None = None
         for _ in range(self.max_pages):
             body = await fetch(path, page_params(self.page_size, cursor))
             arrived = self.wall_clock()
             try:
-                page = parse_work_page(body)
+                page = parse_work_page(body, keys)
             except UpstreamFormatError as exc:  # a 200 that is not a listing page
                 raise SourceFailed("invalid_response", f"HTTP 200 but not a work listing: {exc}") from None
             del body
             aggregator.add_page(page.items, arrived)
+            flow.add(page.items)
             if page.next_page is None:
                 break
             if repeats.seen(page.next_page):
@@ -67,14 +92,18 @@ class WorkSource:
                 "too_many_pages",
                 f"more than api.max_pages={self.max_pages} pages; raise api.max_pages or api.page_size",
             )
+        self.ledger.commit(env.id, flow)
         summary = aggregator.summary()
-        if summary.unknown_states_capped and env.id not in self._capped_logged:
-            self._capped_logged.add(env.id)
-            log.warning(
-                "too many unknown work states; the rest are counted as one",
-                extra={"environment_id": env.id, "state": OTHER_STATE},
-            )
+        if summary.unknown_states_capped:
+            self._once(env, "state", "too many unknown work states; the rest are counted as one")
+        for key in summary.capped_keys:
+            self._once(env, key, "too many values of a metadata key; the rest are counted as one")
         return summary
+
+    def _once(self, env: Environment, what: str, message: str) -> None:
+        if (env.id, what) not in self._logged:
+            self._logged.add((env.id, what))
+            log.warning(message, extra={"environment_id": env.id, "key": what, "counted_as": OTHER})
 
 
 class RepeatGuard:

@@ -1,0 +1,145 @@
+"""Transitions and flow histograms from timestamps, each transition counted exactly once.
+
+The API has no events, only timestamps: an item's `acknowledged_at` says when it
+was acknowledged. The exporter turns them into counters (`transitions_total` per
+event) and histograms of the steps they end (queue wait, start, run, stop).
+
+**The rule.** A successful listing that starts at `S` (our clock) records a
+watermark `W = S - clock_skew`: every transition stamped at or before `W` has
+happened before the listing began, even if the API's clock runs up to
+`clock_skew` seconds behind ours, so this listing saw it (if its item is still
+listed). The next successful listing counts a transition it sees if it is
+stamped after the previous `W` and is not among the previous listing's
+`recent` transitions: those it saw stamped after its own `W`, which it has
+already counted (or, for the first listing after start, taken as the baseline).
+
+So each transition is counted once, by the first successful listing that
+shows it, whatever scrapes, probes or failed listings come between (a failed
+listing commits nothing, and its transitions are counted by the next one). The
+state kept per environment is one watermark and the transitions of the last
+`clock_skew` seconds plus one listing's duration: bounded by the transitions of
+that window, never by the number of items. A transition is missed only if its
+item appears and vanishes between two successful listings.
+
+`FlowFold` is the pure part, page by page, with the listing's start passed in;
+`FlowLedger` keeps the per-environment state and the totals, long-lived.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from .aggregate import AgeDistribution
+from .models import EVENTS, WorkItem
+
+# Each histogram: the step between two events, observed when the later one is counted.
+STEPS = {
+    "queue_wait": ("created", "acknowledged"),
+    "start_duration": ("acknowledged", "started"),
+    "run_duration": ("started", "stopped"),
+    "stop_duration": ("stop_requested", "stopped"),
+}
+_INDEX = {event: i for i, event in enumerate(EVENTS)}
+# For each event index: the (histogram, start event index) pairs it ends.
+_ENDS: list[list[tuple[str, int]]] = [[] for _ in EVENTS]
+for _name, (_start, _end) in STEPS.items():
+    _ENDS[_INDEX[_end]].append((_name, _INDEX[_start]))
+
+
+@dataclass(frozen=True)
+class FlowMark:
+    """What the last successful listing of an environment covered."""
+
+    watermark: float
+    recent: frozenset[tuple[str, int]]  # (item id, event index) stamped after the watermark
+
+
+@dataclass
+class FlowTotals:
+    """The counters and histograms of one environment, since its first successful listing."""
+
+    transitions: dict[str, int]
+    steps: dict[str, AgeDistribution]
+
+    @classmethod
+    def empty(cls, buckets: dict[str, Sequence[float]]) -> FlowTotals:
+        return cls(dict.fromkeys(EVENTS, 0), {name: AgeDistribution(buckets[name]) for name in STEPS})
+
+
+@dataclass
+class FlowFold:
+    """One listing's transitions, folded page by page; nothing is committed until it succeeds."""
+
+    previous: FlowMark | None  # None: the first listing, which only sets the baseline
+    started: float  # when the listing began, Unix seconds on our clock
+    clock_skew: float
+    buckets: dict[str, Sequence[float]]
+    counts: list[int] = field(init=False)
+    steps: dict[str, AgeDistribution] = field(init=False)
+    recent: set[tuple[str, int]] = field(init=False, default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(EVENTS)
+        self.steps = {name: AgeDistribution(self.buckets[name]) for name in STEPS}
+        self.watermark = self.started - self.clock_skew
+
+    def add(self, items: Iterable[WorkItem]) -> None:
+        previous = self.previous
+        for item in items:
+            events = item.events
+            for i, stamped in enumerate(events):
+                if stamped is None:
+                    continue
+                key = (item.id, i)
+                if stamped > self.watermark:
+                    self.recent.add(key)
+                if previous is None or stamped <= previous.watermark or key in previous.recent:
+                    continue  # the baseline, or counted by an earlier listing
+                self.counts[i] += 1
+                for name, start in _ENDS[i]:
+                    began = events[start]
+                    if began is not None:
+                        self.steps[name].observe(stamped - began)
+
+    def mark(self) -> FlowMark:
+        return FlowMark(self.watermark, frozenset(self.recent))
+
+
+class FlowLedger:
+    """Per environment: the last successful listing's mark and the totals. Survives reloads."""
+
+    def __init__(self) -> None:
+        self._marks: dict[str, FlowMark] = {}
+        self._totals: dict[str, FlowTotals] = {}
+
+    def mark(self, environment_id: str) -> FlowMark | None:
+        return self._marks.get(environment_id)
+
+    def totals(self, environment_id: str) -> FlowTotals | None:
+        """None until the environment's first successful listing."""
+        return self._totals.get(environment_id)
+
+    def commit(self, environment_id: str, fold: FlowFold) -> bool:
+        """Apply a successful listing's fold, unless another listing committed since it began.
+
+        That can happen only when two listings of one environment overlap (around a
+        config reload). Dropping the later one loses nothing: whatever it saw after the
+        other's watermark, the next listing counts.
+        """
+        if self._marks.get(environment_id) is not fold.previous:
+            return False
+        totals = self._totals.get(environment_id)
+        if totals is None or any(totals.steps[n].bounds != fold.buckets[n] for n in STEPS):
+            totals = self._totals[environment_id] = FlowTotals.empty(fold.buckets)  # new buckets: start over
+        for event, count in zip(EVENTS, fold.counts, strict=True):
+            totals.transitions[event] += count
+        for name, dist in fold.steps.items():
+            totals.steps[name].merge(dist)
+        self._marks[environment_id] = fold.mark()
+        return True
+
+    def forget_all_but(self, environment_ids: set[str]) -> None:
+        for table in (self._marks, self._totals):
+            for env_id in set(table) - environment_ids:
+                del table[env_id]
