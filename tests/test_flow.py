@@ -1,0 +1,242 @@
+"""Transitions counted exactly once, and the flow histograms, through the engine and the collectors.
+
+Each test lists one environment several times against respx, with the wall clock
+set by the test: it says when each listing starts and when each page arrives, and
+what the API shows on each page. Values are read as Prometheus would read them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import httpx
+import pytest
+import respx
+from conftest import NOW, run_virtual, snapshot
+from engine_kit import API, config_for, running_engine, work_source
+from prometheus_client import CollectorRegistry
+
+from exporter.collectors.flow import FlowCollector
+from exporter.config import BucketConfig
+from exporter.flow import FlowLedger
+from exporter.simulator import rfc3339  # microseconds, as the API writes them
+
+URL = f"{API}/env_a/work"
+EVENTS = ("created", "acknowledged", "started", "stop_requested", "stopped")
+BUCKETS = BucketConfig(
+    queue_wait_seconds=(10.0, 60.0),
+    start_duration_seconds=(5.0,),
+    run_duration_seconds=(100.0,),
+    stop_duration_seconds=(5.0,),
+)
+
+
+def item(id: str, **at: float | None) -> dict:
+    """A work item whose `<event>_at` timestamps are the given Unix times (created always)."""
+    stamps = {f"{event}_at": None for event in EVENTS}
+    stamps.update({f"{event}_at": rfc3339(t) for event, t in at.items() if t is not None})
+    state = "queued"
+    for event, name in (("acknowledged", "starting"), ("started", "active"), ("stop_requested", "stopping")):
+        if at.get(event) is not None:
+            state = name
+    if at.get("stopped") is not None:
+        state = "stopped"
+    return {"id": id, "type": "work", "state": state, "latest_heartbeat_at": None, "metadata": {}, **stamps}
+
+
+class Api:
+    """What respx answers: per listing, its pages, each arriving at a given wall-clock time."""
+
+    def __init__(self) -> None:
+        self.wall = NOW
+        self.listings: list[list[tuple[float, list[dict]] | int]] = []
+        self._pages: list[tuple[float, list[dict]] | int] = []
+
+    def respond(self, request: httpx.Request) -> httpx.Response:
+        cursor = request.url.params.get("page")
+        n = int(cursor) if cursor else 0
+        if n == 0:
+            self._pages = self.listings.pop(0)
+        answer = self._pages[n]
+        if isinstance(answer, int):  # an error status for this page
+            return httpx.Response(answer)
+        self.wall, items = answer
+        more = n + 1 < len(self._pages)
+        return httpx.Response(200, json={"data": items, "next_page": str(n + 1) if more else None})
+
+
+def run(api: Api, starts: list[float], environments: Callable[[int], list[str]] | None = None):
+    """One scrape per start time; the registry after each, as /metrics would show it."""
+    config = config_for("env_a", "env_b", yaml="api: {max_retries: 0}\n")
+    ledger = FlowLedger()
+    registries = []
+
+    async def go():
+        async with running_engine(
+            config, [work_source(config, lambda: api.wall, ledger)], buckets=BUCKETS
+        ) as engine:
+            for n, start in enumerate(starts):
+                api.wall = start
+                ids = environments(n) if environments else ["env_a"]
+                envs = [e for e in config.environments if e.id in ids]
+                await engine.scrape(envs, asyncio.get_running_loop().time() + 30)
+                registry = CollectorRegistry(auto_describe=True)
+                registry.register(FlowCollector(ledger, ["env_a"]))
+                registries.append(snapshot(registry))  # what this scrape showed
+
+    with respx.mock:
+        respx.get(URL).mock(side_effect=api.respond)
+        respx.get(f"{API}/env_b/work").mock(
+            return_value=httpx.Response(200, json={"data": [], "next_page": None})
+        )
+        run_virtual(go())
+    return registries, ledger
+
+
+def counted(registry: CollectorRegistry, event: str) -> float | None:
+    return registry.get_sample_value(
+        "anthropic_work_transitions_total", {"environment_id": "env_a", "event": event}
+    )
+
+
+def observed(registry: CollectorRegistry, step: str, suffix: str = "count", **labels: str) -> float | None:
+    return registry.get_sample_value(
+        f"anthropic_work_{step}_seconds_{suffix}", {"environment_id": "env_a", **labels}
+    )
+
+
+T = NOW  # the first listing starts here; later ones an hour apart
+
+
+def test_the_first_listing_counts_nothing_and_every_series_starts_at_zero():
+    api = Api()
+    api.listings = [[(T, [item("w1", created=T - 600, acknowledged=T - 500, started=T - 400)])]]
+    (first,), _ = run(api, [T])
+    assert [counted(first, e) for e in EVENTS] == [0, 0, 0, 0, 0]
+    for step in ("queue_wait", "start_duration", "run_duration", "stop_duration"):
+        assert (observed(first, step), observed(first, step, "sum")) == (0, 0)
+        assert observed(first, step, "bucket", le="+Inf") == 0
+
+
+def test_transitions_after_the_baseline_are_counted_and_their_steps_observed():
+    api = Api()
+    before = [item("w1", created=T - 600), item("w2", created=T - 100, acknowledged=T - 95)]
+    after = [
+        item("w1", created=T - 600, acknowledged=T + 30, started=T + 32),  # waited 630 s, started in 2 s
+        item(
+            "w2",
+            created=T - 100,
+            acknowledged=T - 95,
+            started=T + 10,
+            stop_requested=T + 200,
+            stopped=T + 203,
+        ),
+        item("w3", created=T + 100, acknowledged=T + 105),  # born and acknowledged in between
+    ]
+    api.listings = [[(T, before)], [(T + 3600, after)]]
+    (_, second), _ = run(api, [T, T + 3600])
+    assert [counted(second, e) for e in EVENTS] == [1, 2, 2, 1, 1]
+    assert observed(second, "queue_wait", "bucket", le="10.0") == 1  # w3: 5 s
+    assert observed(second, "queue_wait", "bucket", le="60.0") == 1
+    assert observed(second, "queue_wait", "bucket", le="+Inf") == 2  # w1: 630 s
+    assert observed(second, "queue_wait", "sum") == 635
+    assert observed(second, "start_duration", "sum") == 2 + 105  # w1 2 s, w2 105 s
+    assert observed(second, "run_duration", "sum") == 193  # w2: started T+10, stopped T+203
+    assert observed(second, "stop_duration", "sum") == 3
+
+
+def test_a_transition_during_a_listing_is_counted_once_whichever_page_shows_it_first():
+    """Page 1 is fetched before w1 is acknowledged, page 9 (here: 2) after w9 is: both at T+1."""
+    api = Api()
+    baseline = [(T - 3600, [item("w1", created=T - 60)]), (T - 3600, [item("w9", created=T - 60)])]
+    during = [
+        (T, [item("w1", created=T - 60)]),  # fetched at T: not yet acknowledged
+        (T + 2, [item("w9", created=T - 60, acknowledged=T + 1)]),  # fetched at T+2: acknowledged at T+1
+    ]
+    later = [
+        (T + 3600, [item("w1", created=T - 60, acknowledged=T + 1)]),
+        (T + 3600, [item("w9", created=T - 60, acknowledged=T + 1)]),
+    ]
+    api.listings = [baseline, during, later]
+    (_, second, third), _ = run(api, [T - 3600, T, T + 3600])
+    assert counted(second, "acknowledged") == 1  # w9, seen on the late page
+    assert counted(third, "acknowledged") == 2  # w1 now; w9 not again
+    assert observed(third, "queue_wait", "sum") == 61 + 61
+
+
+def test_a_failed_listing_in_between_delays_counting_and_loses_nothing():
+    api = Api()
+    api.listings = [
+        [(T, [item("w1", created=T - 60)]), (T, [item("w2", created=T - 60)])],
+        [(T + 60, [item("w1", created=T - 60, acknowledged=T + 30)]), 503],  # page 2 fails
+        [
+            (T + 120, [item("w1", created=T - 60, acknowledged=T + 30)]),
+            (T + 120, [item("w2", created=T - 60, acknowledged=T + 90)]),
+        ],
+    ]
+    (_, failed, recovered), _ = run(api, [T, T + 60, T + 120])
+    assert counted(failed, "acknowledged") == 0  # page 1 showed w1's, but the listing failed
+    assert counted(recovered, "acknowledged") == 2
+    assert observed(recovered, "queue_wait", "count") == 2
+
+
+def test_probe_and_metrics_interleaved_count_each_transition_once():
+    """/metrics lists env_a and env_b, /probe only env_a, in turns; env_a's counters see each once."""
+    api = Api()
+    w = lambda ack=None, start=None: item("w1", created=T - 60, acknowledged=ack, started=start)  # noqa: E731
+    api.listings = [
+        [(T, [w()])],
+        [(T + 10, [w(T + 5)])],
+        [(T + 20, [w(T + 5)])],
+        [(T + 30, [w(T + 5, T + 25)])],
+    ]
+    registries, _ = run(
+        api,
+        [T, T + 10, T + 20, T + 30],
+        environments=lambda n: ["env_a", "env_b"] if n % 2 == 0 else ["env_a"],
+    )
+    assert [counted(r, "acknowledged") for r in registries] == [0, 1, 1, 1]
+    assert [counted(r, "started") for r in registries] == [0, 0, 0, 1]
+
+
+@pytest.mark.parametrize("ahead", [0.5, 30.0])
+def test_a_timestamp_from_a_clock_ahead_of_ours_is_counted_once(ahead):
+    """The API stamps an acknowledgement `ahead` seconds in our future; two listings see it."""
+    api = Api()
+    future = T + 60 + ahead
+    api.listings = [
+        [(T, [item("w1", created=T - 60)])],
+        [(T + 60, [item("w1", created=T - 60, acknowledged=future)])],
+        [(T + 61, [item("w1", created=T - 60, acknowledged=future)])],
+        [(T + 3600, [item("w1", created=T - 60, acknowledged=future)])],
+    ]
+    registries, _ = run(api, [T, T + 60, T + 61, T + 3600])
+    assert [counted(r, "acknowledged") for r in registries] == [0, 1, 1, 1]
+
+
+def test_a_timestamp_from_a_clock_behind_ours_is_not_lost():
+    """Acknowledged during a listing, after its page was fetched, but stamped 20 s before the
+    listing began (the API's clock 30 s behind): the next listing still counts it."""
+    api = Api()
+    api.listings = [
+        [(T - 3600, [item("w1", created=T - 7200)])],
+        [(T, [item("w1", created=T - 7200)])],
+        [(T + 3600, [item("w1", created=T - 7200, acknowledged=T - 20)])],
+    ]
+    (_, _, third), _ = run(api, [T - 3600, T, T + 3600])
+    assert counted(third, "acknowledged") == 1
+
+
+def test_the_state_kept_is_the_recent_transitions_not_the_items():
+    """10,000 items listed twice, 3 transitions within the last minute: 3 remembered."""
+    api = Api()
+    old = [item(f"w{n}", created=T - 86400, acknowledged=T - 86000, started=T - 85000) for n in range(10_000)]
+    later = T + 3600
+    fresh = [item("n1", created=later - 10), item("n2", created=later - 20, acknowledged=later - 5)]
+    api.listings = [[(T, old[:5000]), (T, old[5000:])], [(later, old[:5000]), (later, old[5000:] + fresh)]]
+    (_, second), ledger = run(api, [T, later])
+    mark = ledger.mark("env_a")
+    assert mark is not None and mark.watermark == later - 60  # clock_skew_seconds, 60 by default
+    assert mark.recent == {("n1", 0), ("n2", 0), ("n2", 1)}
+    assert counted(second, "created") == 2 and counted(second, "acknowledged") == 1
