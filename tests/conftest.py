@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
 import logging
 import selectors
@@ -29,6 +30,9 @@ def rfc3339(unix: float, fraction: str = "") -> str:
     return f"{base}{fraction}Z"
 
 
+_serial = itertools.count(1)
+
+
 def work(
     state: str,
     *,
@@ -39,7 +43,7 @@ def work(
 ) -> dict[str, Any]:
     """A work item as the API sends it; `age` sets the timestamp its state runs from."""
     item: dict[str, Any] = {
-        "id": "work_01",
+        "id": f"work_{next(_serial):06d}",
         "type": "work",
         "environment_id": "env_a",
         "state": state,

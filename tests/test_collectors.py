@@ -7,35 +7,47 @@ import asyncio
 import httpx
 import pytest
 import respx
-from conftest import NOW, page, run_virtual, work
-from engine_kit import API, config_for, running_engine
+from conftest import NOW, page, run_virtual, snapshot, work
+from engine_kit import API, KEY_ENV, config_for, running_engine, work_source
 from prometheus_client import CollectorRegistry
 
-from exporter.collectors.scrape import EngineCountersCollector, ScrapeCollector
-from exporter.collectors.work import WorkCollector
-from exporter.config import BucketConfig
-from exporter.engine import EngineCounters
+from exporter.cli import Lasting
+from exporter.config import BucketConfig, Config
+from exporter.simulator import rfc3339
+from exporter.sources.stats import StatsSource
 
 BUCKETS = BucketConfig(heartbeat_age_seconds=(5.0, 30.0), state_age_seconds=(60.0, 600.0))
 
 
-def scrape(*env_ids: str, buckets: BucketConfig = BUCKETS, wall_clock=lambda: NOW) -> CollectorRegistry:
-    """One scrape of `env_ids` against respx; the registry a /metrics answer would be made from."""
-    config = config_for(*env_ids, yaml="api: {max_retries: 0}\n")
-    counters = EngineCounters()
+def scrape(
+    *env_ids: str,
+    buckets: BucketConfig = BUCKETS,
+    wall_clock=lambda: NOW,
+    api: str = "",
+    yaml: str = "",
+    environ: dict[str, str] | None = None,
+    stats: bool = False,
+) -> CollectorRegistry:
+    """One scrape of `env_ids` against respx; the registry a /metrics answer would be made from,
+    with the collectors the exporter itself uses. `api` adds lines to the api section."""
+    config = config_for(*env_ids, yaml="api:\n  max_retries: 0\n" + api + yaml, environ=environ)
+    config = Config(config.environments, config.api, config.scrape, buckets, config.breakdown)
+    lasting = Lasting()
+    sources = [work_source(config, wall_clock, lasting.ledger)]
+    if stats:
+        sources.append(StatsSource(wall_clock))
 
     async def go():
         async with running_engine(
-            config, buckets=buckets, counters=counters, wall_clock=wall_clock
+            config, sources, counters=lasting.counters, wall_clock=wall_clock
         ) as engine:
             return await engine.scrape(config.environments, asyncio.get_running_loop().time() + 30)
 
     results = run_virtual(go())
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(WorkCollector(results))
-    registry.register(ScrapeCollector(results))
-    registry.register(EngineCountersCollector(counters, set(env_ids)))
-    return registry
+    registry = CollectorRegistry(auto_describe=True)
+    for collector in lasting.collectors(results, list(env_ids)):
+        registry.register(collector)
+    return snapshot(registry)
 
 
 def value(registry: CollectorRegistry, metric: str, **labels: str) -> float | None:
@@ -270,3 +282,138 @@ def test_unknown_states_are_capped_and_the_rest_counted_as_other():
         **{f"new_state_{n}": 1 for n in range(10)},
         "__other__": 3,
     }
+
+
+def stats_body(**fields) -> dict:
+    return {"type": "work_queue_stats", "depth": 0, "pending": 0, "oldest_queued_at": None, **fields}
+
+
+@respx.mock
+def test_queue_statistics_are_exposed_as_the_api_counts_them():
+    respx.get(f"{API}/env_a/work").mock(return_value=httpx.Response(200, json=page([work("queued", age=5)])))
+    respx.get(f"{API}/env_a/work/stats").mock(
+        return_value=httpx.Response(
+            200, json=stats_body(depth=7, pending=2, oldest_queued_at=rfc3339(NOW - 95.5), workers_polling=3)
+        )
+    )
+    r = scrape("env_a", stats=True)
+    e = dict(environment_id="env_a")
+    assert value(r, "anthropic_work_stats_success", **e) == 1
+    assert value(r, "anthropic_work_queue_depth", **e) == 7
+    assert value(r, "anthropic_work_queue_pending", **e) == 2
+    assert value(r, "anthropic_work_queue_oldest_age_seconds", **e) == 95.5
+    assert value(r, "anthropic_work_workers_polling", **e) == 3
+
+
+@respx.mock
+def test_workers_polling_is_absent_when_the_api_says_null_and_an_empty_queue_is_zero_old():
+    respx.get(f"{API}/env_a/work").mock(return_value=httpx.Response(200, json=page([])))
+    respx.get(f"{API}/env_a/work/stats").mock(
+        return_value=httpx.Response(200, json=stats_body(workers_polling=None))
+    )
+    r = scrape("env_a", stats=True)
+    assert value(r, "anthropic_work_workers_polling", environment_id="env_a") is None
+    assert value(r, "anthropic_work_queue_oldest_age_seconds", environment_id="env_a") == 0
+    assert value(r, "anthropic_work_queue_depth", environment_id="env_a") == 0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [httpx.Response(503), httpx.Response(200, json={"depth": "many"}), httpx.Response(404, json={})],
+    ids=["503", "malformed", "404"],
+)
+@respx.mock
+def test_a_failing_stats_request_leaves_the_listing_alone(answer):
+    respx.get(f"{API}/env_a/work").mock(return_value=httpx.Response(200, json=page([work("queued", age=5)])))
+    respx.get(f"{API}/env_a/work/stats").mock(return_value=answer)
+    r = scrape("env_a", stats=True)
+    e = dict(environment_id="env_a")
+    assert value(r, "anthropic_work_stats_success", **e) == 0
+    for name in ("queue_depth", "queue_pending", "queue_oldest_age_seconds", "workers_polling"):
+        assert value(r, f"anthropic_work_{name}", **e) is None
+    assert value(r, "anthropic_work_scrape_success", **e) == 1
+    assert value(r, "anthropic_work_items", state="queued", **e) == 1
+    assert value(r, "anthropic_work_listing_failures_total", source="stats", **e) is None
+    reasons = [
+        s.labels["reason"]
+        for m in r.collect()
+        if m.name == "anthropic_work_listing_failures"
+        for s in m.samples
+    ]
+    assert len(reasons) == 1 and reasons[0] in ("http_503", "invalid_response", "http_404")
+
+
+@respx.mock
+def test_stats_are_asked_with_their_own_credentials_when_configured():
+    listing = respx.get(f"{API}/env_a/work").mock(return_value=httpx.Response(200, json=page([])))
+    stats = respx.get(f"{API}/env_a/work/stats").mock(return_value=httpx.Response(200, json=stats_body()))
+    scrape(
+        "env_a",
+        api="  stats_credentials: {type: api_key, value_env: ORG_KEY}\n",
+        environ={**KEY_ENV, "ORG_KEY": "org-key"},
+        stats=True,
+    )
+    assert listing.calls.last.request.headers["authorization"] == "Bearer env-key"
+    assert stats.calls.last.request.headers["x-api-key"] == "org-key"
+    assert "authorization" not in stats.calls.last.request.headers
+
+
+@respx.mock
+def test_items_are_broken_down_by_the_configured_metadata_keys_only(log_stream):
+    items = [
+        work("queued", metadata={"team": "search", "secret_project": "x"}),
+        work("queued", metadata={"team": "search"}),
+        work("active", age=5, metadata={"team": "billing"}),
+        work("active", age=5, metadata={"team": "infra"}),  # the third value: past max_values 2
+        work("active", age=5, metadata={"team": "ads"}),  # the fourth
+        work("queued", metadata={}),
+        work("stopped", metadata={"team": 7}),  # not a string: as good as missing
+    ]
+    respx.get(f"{API}/env_a/work").mock(return_value=httpx.Response(200, json=page(items)))
+    r = scrape("env_a", yaml="breakdown: {metadata_keys: [team], max_values: 2}\n")
+    got = {
+        (s.labels["state"], s.labels["key"], s.labels["value"]): s.value
+        for m in r.collect()
+        if m.name == "anthropic_work_items_by_metadata"
+        for s in m.samples
+    }
+    assert got == {
+        ("queued", "team", "search"): 2,
+        ("active", "team", "billing"): 1,
+        ("active", "team", "__other__"): 2,
+        ("queued", "team", "__missing__"): 1,
+        ("stopped", "team", "__missing__"): 1,
+    }
+    (line,) = [line for line in log_stream.getvalue().splitlines() if "metadata key" in line]
+    assert "environment_id=env_a key=team counted_as=__other__" in line
+
+
+@respx.mock
+def test_the_oldest_item_without_a_heartbeat_per_state():
+    items = [
+        work("starting", age=20),  # acknowledged 20 s ago, no heartbeat yet: a healthy start
+        work("starting", age=400),  # no heartbeat after 400 s: its worker is gone
+        work("starting", age=900, heartbeat_age=3),  # old but heartbeating
+        work("active", age=50, heartbeat_age=10),
+    ]
+    respx.get(f"{API}/env_a/work").mock(return_value=httpx.Response(200, json=page(items)))
+    r = scrape("env_a")
+    oldest = {
+        state: value(
+            r, "anthropic_work_without_heartbeat_age_max_seconds", environment_id="env_a", state=state
+        )
+        for state in ("starting", "active", "stopping")
+    }
+    assert oldest == {"starting": 400, "active": 0, "stopping": 0}
+    assert value(r, "anthropic_work_items_without_heartbeat", environment_id="env_a", state="starting") == 2
+
+
+@respx.mock
+def test_health_check_work_is_counted_like_any_other():
+    items = [
+        work("queued", data={"id": "h1", "type": "healthcheck"}),
+        work("queued", data={"type": "unheard-of"}),
+    ]
+    respx.get(f"{API}/env_a/work").mock(return_value=httpx.Response(200, json=page(items)))
+    r = scrape("env_a")
+    assert value(r, "anthropic_work_items", environment_id="env_a", state="queued") == 2
