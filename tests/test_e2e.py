@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
+from datetime import datetime
 
 import httpx
 import pytest
 import yaml
 from exposition import samples, value
-from processes import exporter_process, simulator_process
+from processes import exporter_process, simulator_process, wait_for
 
-from exporter.config import DEFAULT_HEARTBEAT_BUCKETS, DEFAULT_STATE_AGE_BUCKETS
+from exporter.config import (
+    DEFAULT_HEARTBEAT_BUCKETS,
+    DEFAULT_QUEUE_WAIT_BUCKETS,
+    DEFAULT_RUN_DURATION_BUCKETS,
+    DEFAULT_START_DURATION_BUCKETS,
+    DEFAULT_STATE_AGE_BUCKETS,
+    DEFAULT_STOP_DURATION_BUCKETS,
+)
 
 SIZES = ("40", "250", "0", "7")
 TIMEOUT_HEADER = {"X-Prometheus-Scrape-Timeout-Seconds": "4"}
@@ -103,12 +111,32 @@ def assert_exact(metrics: dict, env_id: str, early: dict, late: dict) -> None:
             )
 
 
+def assert_queue(metrics: dict, env_id: str, early: dict, late: dict, before: float, after: float) -> None:
+    queue = early["queue"]
+    assert queue == late["queue"]  # paused: the queue stands still
+    labels = {"environment_id": env_id}
+    assert value(metrics, "anthropic_work_stats_success", **labels) == 1
+    assert value(metrics, "anthropic_work_queue_depth", **labels) == queue["depth"]
+    assert value(metrics, "anthropic_work_queue_pending", **labels) == queue["pending"]
+    oldest = value(metrics, "anthropic_work_queue_oldest_age_seconds", **labels)
+    if queue["oldest_queued_at"] is None:
+        assert oldest == 0
+    else:
+        created = datetime.fromisoformat(queue["oldest_queued_at"]).timestamp()
+        assert before - created - 1e-3 <= oldest <= after - created + 1e-3
+    workers = value(metrics, "anthropic_work_workers_polling", **labels)
+    assert workers == queue["workers_polling"]  # None (absent) for the static environments
+
+
 def test_every_number_matches_the_simulators_ground_truth(stack):
+    before = time.time()
     response, early, late = scrape_with_truth(stack)
+    after = time.time()
     assert response.status_code == 200
     metrics = samples(response.text)
     for env_id in stack["envs"]:
         assert_exact(metrics, env_id, early[env_id], late[env_id])
+        assert_queue(metrics, env_id, early[env_id], late[env_id], before, after)
     assert (
         sum(
             value(metrics, "anthropic_work_items", environment_id=stack["envs"][1], state=s)
@@ -211,3 +239,71 @@ def test_failures_are_logged_without_keys(stack):
     assert f"environment_id={faulty} environment_name=static-2 source=work reason=http_403" in text
     for key in stack["keys"].values():
         assert key not in text
+
+
+STEP_BUCKETS = {
+    "queue_wait": DEFAULT_QUEUE_WAIT_BUCKETS,
+    "start_duration": DEFAULT_START_DURATION_BUCKETS,
+    "run_duration": DEFAULT_RUN_DURATION_BUCKETS,
+    "stop_duration": DEFAULT_STOP_DURATION_BUCKETS,
+}
+
+
+@pytest.mark.slow
+def test_counters_and_flow_histograms_match_the_transitions_the_simulator_made(tmp_path):
+    """The demo's live environments, paused for each scrape: what the counters gained between
+    the two scrapes is exactly what the simulator did between the two pauses."""
+    with simulator_process() as sim:
+        env_ids = list(sim["environments"])
+        environments = [
+            {"id": e, "credentials": {"type": "environment_key", "value_env": f"KEY_{n}"}}
+            for n, e in enumerate(env_ids)
+        ]
+        (tmp_path / "config.yaml").write_text(
+            yaml.safe_dump({"api": {"base_url": sim["url"]}, "environments": environments})
+        )
+        keys = {f"KEY_{n}": key for n, key in enumerate(sim["environments"].values())}
+        with exporter_process("--config.file", "config.yaml", env=keys, cwd=tmp_path) as (url, _log):
+
+            def paused_scrape() -> tuple[float, dict]:
+                paused_at = httpx.post(f"{sim['url']}/_sim/pause").json()["paused_at"]
+                body = httpx.get(f"{url}/metrics", headers=TIMEOUT_HEADER, timeout=10).text
+                httpx.post(f"{sim['url']}/_sim/resume")
+                return paused_at, samples(body)
+
+            first_at, first = paused_scrape()
+
+            def busy_enough() -> bool:  # wait for the world to move, not for an ordering
+                window = {"environment_id": env_ids[0], "since": first_at, "until": time.time()}
+                done = httpx.get(f"{sim['url']}/_sim/transitions", params=window).json()
+                return done["transitions"]["stopped"] >= 3 and done["transitions"]["acknowledged"] >= 10
+
+            wait_for("the busy environment to do some work", busy_enough, timeout=60)
+            second_at, second = paused_scrape()
+            truths = {
+                e: httpx.get(
+                    f"{sim['url']}/_sim/transitions",
+                    params={"environment_id": e, "since": first_at, "until": second_at},
+                ).json()
+                for e in env_ids
+            }
+    for env_id in env_ids:
+        labels = {"environment_id": env_id}
+        assert value(first, "anthropic_work_scrape_success", **labels) == 1
+        assert value(second, "anthropic_work_scrape_success", **labels) == 1
+        truth = truths[env_id]
+        for event, count in truth["transitions"].items():
+            assert value(first, "anthropic_work_transitions_total", event=event, **labels) == 0
+            assert value(second, "anthropic_work_transitions_total", event=event, **labels) == count, (
+                env_id,
+                event,
+            )
+        for step, durations in truth["steps"].items():
+            name = f"anthropic_work_{step}_seconds"
+            bounds = STEP_BUCKETS[step]
+            got = [value(second, f"{name}_bucket", le=le, **labels) for le in [*map(repr, bounds), "+Inf"]]
+            assert got == cumulative(durations, bounds), (env_id, step)
+            assert value(second, f"{name}_count", **labels) == len(durations)
+            assert abs(value(second, f"{name}_sum", **labels) - sum(durations)) < 1e-3 * (1 + len(durations))
+    busy = truths[env_ids[0]]["transitions"]
+    assert busy["acknowledged"] >= 10 and busy["stopped"] >= 3  # something was really compared
