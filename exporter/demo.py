@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 
-from .config import ApiConfig, Config, Credentials, Environment, Secret
+from .config import ApiConfig, BreakdownConfig, Config, Credentials, Environment, Secret
 from .simulator import Simulator, demo_environments, serve
 
 log = logging.getLogger("exporter.demo")
 
 
 def demo_config(simulator_url: str, simulator: Simulator) -> Config:
-    """Watch every simulated environment with its own environment key, as in production."""
+    """Watch every simulated environment with its own environment key, as in production;
+    break work down by the `team` metadata the simulator gives it."""
     return Config(
         api=ApiConfig(base_url=simulator_url),
+        breakdown=BreakdownConfig(metadata_keys=("team",)),
         environments=tuple(
             Environment(
                 id=env.id, name=env.name, credentials=Credentials("environment_key", Secret(env.key), "demo")

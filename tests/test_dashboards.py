@@ -99,8 +99,19 @@ def test_the_overview_has_what_operators_look_at():
         "Heartbeat age of active work",
         "Oldest heartbeat and queue wait",
         "Items without a heartbeat",
+        "Workers polling",
+        "Workers polling and queue depth",
+        "Throughput: transitions per minute",
+        "Queue wait: p50, p95, p99",
+        "Run duration: p50, p95, p99",
+        "Items by metadata",
     ):
         assert title in titles
+    joined = " ".join(exprs(overview))
+    # Percentiles of what happened come from the real histograms, over rates.
+    assert "rate(anthropic_work_queue_wait_seconds_bucket" in joined
+    assert "rate(anthropic_work_run_duration_seconds_bucket" in joined
+    assert "rate(anthropic_work_transitions_total" in joined
     heatmap = next(p for p in panels(overview) if p["type"] == "heatmap")
     assert heatmap["targets"][0]["format"] == "heatmap" and heatmap["options"]["calculate"] is False
 

@@ -198,10 +198,10 @@ def test_template_variable_queries_find_the_job_and_every_environment(stack):
 
 
 def test_recording_rules_produce_series(stack):
-    for record in (
-        "environment_id:anthropic_work_queue_wait_seconds:p90",
-        "environment_id_state:anthropic_work_heartbeat_older_than_60s:count",
-    ):
+    rules = yaml.safe_load((ROOT / "rules" / "anthropic-work.rules.yml").read_text())
+    records = [r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r]
+    assert len(records) == 5
+    for record in records:
         wait_for(record, lambda r=record: query(stack["api"], r), 30)
 
 
