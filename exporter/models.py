@@ -19,6 +19,8 @@ from datetime import datetime
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
+import msgspec
+
 # -- requests --------------------------------------------------------------------
 
 VERSION_HEADER = "anthropic-version"
@@ -121,13 +123,87 @@ def decode_json(body: bytes) -> Any:
         raise UpstreamFormatError(f"not JSON: {type(exc).__name__}") from None
 
 
+class _WireItem(msgspec.Struct):
+    """The fields of a work item the metrics use; msgspec skips the rest (`secret` included)."""
+
+    id: str
+    state: str
+    created_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    started_at: datetime | None = None
+    stop_requested_at: datetime | None = None
+    stopped_at: datetime | None = None
+    latest_heartbeat_at: datetime | None = None
+    metadata: msgspec.Raw = msgspec.Raw()  # decoded only when metadata keys are configured
+
+
+class _WirePage(msgspec.Struct):
+    data: list[_WireItem]
+    next_page: str | None = None
+
+
+_PAGE_DECODER = msgspec.json.Decoder(_WirePage)
+_METADATA_DECODER = msgspec.json.Decoder()
+
+
+class _Tolerate(Exception):
+    """This page needs the tolerant path: a timestamp or field msgspec's typed decoding won't take."""
+
+
 def parse_work_page(body: bytes, metadata_keys: tuple[str, ...] = ()) -> Page:
     """Turn a listing page's bytes into WorkItems and the next cursor.
+
+    The common page is decoded by msgspec into typed structs (only the fields used,
+    RFC 3339 parsed in C), about twice as fast as the json module plus Python parsing.
+    A page it will not take (a garbled timestamp, a missing offset, a year outside
+    1970-9999, an odd field) is decoded again by the tolerant path, for that page only,
+    so one bad item costs its own timestamps and never the page.
 
     Of each item's metadata only the values of `metadata_keys` are read. Nothing in
     `data` is read either: a health-check item (`data.type` "healthcheck", which the
     queue sends too) is work like any other.
     """
+    try:
+        wire = _PAGE_DECODER.decode(body)
+        cursor = wire.next_page
+        if cursor is not None and len(cursor) > MAX_CURSOR_LENGTH:
+            raise _Tolerate
+        return Page([_typed_item(item, metadata_keys) for item in wire.data], cursor or None)
+    except (msgspec.DecodeError, _Tolerate):
+        return _parse_tolerantly(body, metadata_keys)
+
+
+def _typed_item(item: _WireItem, metadata_keys: tuple[str, ...]) -> WorkItem:
+    if not item.state or len(item.state) > MAX_STATE_LENGTH or not item.id or len(item.id) > MAX_ID_LENGTH:
+        raise _Tolerate
+    events = (
+        _unix(item.created_at),
+        _unix(item.acknowledged_at),
+        _unix(item.started_at),
+        _unix(item.stop_requested_at),
+        _unix(item.stopped_at),
+    )
+    labels: tuple[str | None, ...] = ()
+    if metadata_keys:
+        metadata = _METADATA_DECODER.decode(item.metadata) if item.metadata else None
+        metadata = metadata if isinstance(metadata, dict) else {}
+        labels = tuple(_label(metadata.get(key)) for key in metadata_keys)
+    return WorkItem(item.id, item.state, events, _unix(item.latest_heartbeat_at), (), labels)
+
+
+def _unix(value: datetime | None) -> float | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # no offset: not RFC 3339
+        raise _Tolerate
+    unix = value.timestamp()
+    if not _EARLIEST <= unix < _LATEST:
+        raise _Tolerate
+    return unix
+
+
+def _parse_tolerantly(body: bytes, metadata_keys: tuple[str, ...]) -> Page:
+    """The json module and Python parsing: every field checked, a garbled timestamp just unparseable."""
     doc = decode_json(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise UpstreamFormatError("response is not a work listing (no 'data' list)")

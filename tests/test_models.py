@@ -213,3 +213,37 @@ def test_queue_stats(doc, expected):
 def test_malformed_queue_stats_are_format_errors(doc):
     with pytest.raises(UpstreamFormatError):
         parse_stats(json.dumps(doc).encode())
+
+
+def test_a_page_with_one_garbled_timestamp_is_read_whole_by_the_tolerant_path():
+    """The typed decoder refuses the page; the tolerant path keeps every item and loses one field."""
+    good = {
+        "id": "w1",
+        "state": "active",
+        "created_at": "2026-11-22T11:00:00Z",
+        "started_at": "2026-11-22T12:00:00Z",
+    }
+    bad = {"id": "w2", "state": "queued", "created_at": "yesterday"}
+    naive = {"id": "w3", "state": "queued", "created_at": "2026-11-22T12:00:00"}  # no offset
+    ancient = {"id": "w4", "state": "queued", "created_at": "0001-01-01T00:00:00Z"}
+    page = parse_page({"data": [good, bad, naive, ancient], "next_page": None})
+    assert [(i.id, i.events[0], i.unparseable) for i in page.items] == [
+        ("w1", BASE - 3600, ()),
+        ("w2", None, ("created_at",)),
+        ("w3", None, ("created_at",)),
+        ("w4", None, ("created_at",)),
+    ]
+    assert page.items[0].state_since == BASE
+
+
+@pytest.mark.parametrize(
+    "created",
+    ["2026-11-22T12:00:00Z", "2026-11-22t12:00:00z", "2026-11-22 12:00:00Z", "2026-11-22T13:30:00+01:30"],
+)
+def test_both_decoding_paths_read_a_timestamp_the_same(created):
+    """A good page goes through msgspec; the same item beside a garbled one goes the tolerant way."""
+    item = {"id": "w1", "state": "queued", "created_at": created, "metadata": {"team": "x"}}
+    typed = parse_work_page(json.dumps({"data": [item]}).encode(), ("team",)).items[0]
+    garbled = {"id": "w2", "state": "queued", "created_at": "never"}
+    tolerant = parse_work_page(json.dumps({"data": [item, garbled]}).encode(), ("team",)).items[0]
+    assert typed == tolerant == WorkItem("w1", "queued", (BASE, None, None, None, None), None, (), ("x",))
