@@ -28,8 +28,9 @@ from prometheus_client.registry import Collector
 
 from . import __version__
 from .app import ExporterApp
+from .budget import RequestBudget
 from .client import UpstreamClient
-from .collectors.exporter import BuildInfoCollector, ReloadCollector, ReloadState
+from .collectors.exporter import BudgetCollector, BuildInfoCollector, ReloadCollector, ReloadState
 from .collectors.flow import FlowCollector
 from .collectors.scrape import EngineCountersCollector, ScrapeCollector
 from .collectors.stats import StatsCollector
@@ -104,7 +105,7 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-def build_registry(reload_state: ReloadState) -> CollectorRegistry:
+def build_registry(reload_state: ReloadState, budget: RequestBudget) -> CollectorRegistry:
     """The exporter's own metrics, shown on /metrics next to the environments'."""
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)
@@ -112,6 +113,7 @@ def build_registry(reload_state: ReloadState) -> CollectorRegistry:
     GCCollector(registry=registry)
     registry.register(BuildInfoCollector())
     registry.register(ReloadCollector(reload_state))
+    registry.register(BudgetCollector(budget))
     return registry
 
 
@@ -123,6 +125,7 @@ class Lasting:
     failures: FailureLog = field(default_factory=FailureLog)
     store: ResultStore = field(default_factory=ResultStore)
     ledger: FlowLedger = field(default_factory=FlowLedger)
+    budget: RequestBudget = field(default_factory=RequestBudget)
     # Made once per process: loading the CA bundle for every reload would cost a
     # megabyte of memory and tens of milliseconds each time.
     upstream_tls: ssl.SSLContext = field(default_factory=httpx.create_ssl_context)
@@ -151,6 +154,7 @@ def build_policy(config: Config, lasting: Lasting) -> Policy:
         return httpx.AsyncClient(verify=lasting.upstream_tls, limits=limits, follow_redirects=False)
 
     client = UpstreamClient(connection_pool, config.api.max_response_bytes)
+    lasting.budget.configure(config.api.max_requests_per_second)
     work = WorkSource(
         config.api.page_size,
         config.api.max_pages,
@@ -168,6 +172,7 @@ def build_policy(config: Config, lasting: Lasting) -> Policy:
         observer=lasting.counters,
         failures=lasting.failures,
         redactor=Redactor(config.secrets()),
+        budget=lasting.budget,
     )
     return OnDemandPolicy(engine, lasting.store)
 
@@ -225,7 +230,8 @@ async def run_exporter(
         tls=tls,
         forget=lasting.forget_all_but,
     )
-    app = ExporterApp(reloader, build_registry(state), lasting.collectors, lasting.store, demo=demo)
+    registry = build_registry(state, lasting.budget)
+    app = ExporterApp(reloader, registry, lasting.collectors, lasting.store, demo=demo)
     server = HttpServer(app, sock, tls, limits or ServerLimits())
     await server.start()
     if on_started is not None:

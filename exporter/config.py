@@ -87,6 +87,7 @@ KEYS: dict[str, set[str]] = {
         "max_response_bytes",
         "allow_insecure_http",
         "stats_credentials",
+        "max_requests_per_second",
     },
     "credentials": {"type", "value_env", "value_file"},
     "scrape": {"timeout_seconds", "timeout_offset_seconds", "concurrency", "clock_skew_seconds"},
@@ -165,6 +166,7 @@ class ApiConfig:
     # Decompressed bytes one response may have: a 1,000-item page is about 0.6 MiB.
     max_response_bytes: int = 8 * 1024 * 1024
     allow_insecure_http: bool = False
+    max_requests_per_second: float = 0.0  # every upstream request together; 0: no limit
 
 
 @dataclass(frozen=True)
@@ -444,6 +446,9 @@ class _Checker:
                 exclusive=False,
             ),
             allow_insecure_http=allow_http,
+            max_requests_per_second=self.number(
+                m, "max_requests_per_second", "api", d.max_requests_per_second, exclusive=False
+            ),
         )
 
     def base_url(self, url: str, allow_http: bool) -> str:

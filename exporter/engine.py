@@ -82,6 +82,9 @@ class Budget(Protocol):
     async def acquire(self, deadline: float) -> None:
         """Wait until a request may be sent; raise SourceFailed if that is after `deadline`."""
 
+    def pause(self, seconds: float) -> None:
+        """The API asked to slow down: no request from anyone for `seconds`."""
+
 
 class EngineCounters:
     """The observer behind the request and failure counters; long-lived across reloads."""
@@ -359,7 +362,7 @@ class Engine:
                 failure = SourceFailed(exc.reason, str(exc))
                 if exc.reason not in ("timeout", "connection"):  # a body too large or malformed: no retry
                     raise failure from None
-                delay = self._backoff(retries, None)
+                delay = self._backoff(retries)
             except asyncio.CancelledError:  # the deadline cut this request short
                 self.observer.request(env_id, "timeout")
                 raise
@@ -368,9 +371,12 @@ class Engine:
                 if reply.status == 200:
                     return reply.body
                 failure = self._http_failure(reply.status, reply.body, reply.headers)
+                asked = _retry_after(reply.headers, self.wall_clock())
+                delay = asked if asked is not None else self._backoff(retries)
+                if self.budget is not None and (reply.status == 429 or asked is not None):
+                    self.budget.pause(delay)  # the account, not this request, is asked to slow down
                 if not _should_retry(reply.status, reply.headers):
                     raise failure
-                delay = self._backoff(retries, reply.headers)
             if retries >= self.api.max_retries:
                 raise failure
             if loop.time() + delay >= listing.deadline:
@@ -381,11 +387,7 @@ class Engine:
             await asyncio.sleep(delay)
             retries += 1
 
-    def _backoff(self, retries: int, headers: Mapping[str, str] | None) -> float:
-        if headers is not None:
-            asked = _retry_after(headers, self.wall_clock())
-            if asked is not None:
-                return asked
+    def _backoff(self, retries: int) -> float:
         return min(INITIAL_RETRY_DELAY * 2.0**retries, MAX_RETRY_DELAY) * (1 - 0.25 * self.jitter())
 
     def _http_failure(self, status: int, body: bytes, headers: Mapping[str, str]) -> SourceFailed:

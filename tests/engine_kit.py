@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from conftest import NOW
 
+from exporter.budget import RequestBudget
 from exporter.client import UpstreamClient
 from exporter.config import BucketConfig, Config, Environment, parse_config
 from exporter.engine import Engine, EngineCounters
@@ -53,6 +54,7 @@ async def running_engine(
     wall_clock: Callable[[], float] = lambda: NOW,
     transport: httpx.AsyncBaseTransport | None = None,
     counters: EngineCounters | None = None,
+    budget: RequestBudget | None = None,
 ) -> AsyncIterator[Engine]:
     """An Engine over one AsyncClient (respx intercepts it, or `transport` answers)."""
     if buckets is not None:
@@ -71,6 +73,7 @@ async def running_engine(
         redactor=Redactor(config.secrets()),
         jitter=lambda: jitter,
         wall_clock=wall_clock,
+        budget=budget,
     )
     try:
         yield engine

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .. import __version__
+from ..budget import RequestBudget
 
 
 class BuildInfoCollector(Collector):
@@ -64,5 +65,35 @@ def _reload_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
         GaugeMetricFamily(
             "anthropic_work_exporter_config_last_reload_success_timestamp_seconds",
             "Unix time of the last successful load or reload of the config.",
+        ),
+    )
+
+
+class BudgetCollector(Collector):
+    """`anthropic_work_budget_wait_seconds_total 12.5`: time requests waited for the request budget."""
+
+    def __init__(self, budget: RequestBudget):
+        self.budget = budget
+
+    def describe(self) -> Iterator[Metric]:
+        yield from _budget_families()
+
+    def collect(self) -> Iterator[Metric]:
+        waited, rate = _budget_families()
+        waited.add_metric([], self.budget.waited_seconds)
+        rate.add_metric([], self.budget.rate)
+        yield from (waited, rate)
+
+
+def _budget_families() -> tuple[CounterMetricFamily, GaugeMetricFamily]:
+    return (
+        CounterMetricFamily(
+            "anthropic_work_budget_wait_seconds",
+            "Seconds upstream requests spent waiting for the request budget (api.max_requests_per_second) "
+            "or for a 429 / retry-after pause, in all.",
+        ),
+        GaugeMetricFamily(
+            "anthropic_work_budget_requests_per_second",
+            "The request budget: upstream requests a second for all environments together; 0 is no limit.",
         ),
     )

@@ -182,6 +182,7 @@ class SimEnvironment:
         self.self_hosted = True  # a cloud environment has no work queue to watch
         self.created_at = 1_767_225_600.0  # 2026-01-01T00:00:00Z
         self._cache: tuple[float, list[str], list[Item], dict[str, bytes]] | None = None
+        self._queue: tuple[float, dict[str, Any]] | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -286,7 +287,12 @@ class SimEnvironment:
         return p.workers - len(dead)
 
     def queue(self, t: float) -> dict[str, Any]:
-        """work/stats at `t`: depth (queued, not polled), pending (polled, not acknowledged), oldest."""
+        """work/stats at `t`: depth (queued, not polled), pending (polled, not acknowledged), oldest.
+
+        Kept while `t` stands still (a paused simulator), like the listing's JSON.
+        """
+        if self._queue is not None and self._queue[0] == t:
+            return self._queue[1]
         depth = pending = 0
         oldest: float | None = None
         for item in self.items:
@@ -297,13 +303,15 @@ class SimEnvironment:
             else:
                 depth += 1
             oldest = item.created if oldest is None else min(oldest, item.created)
-        return {
+        doc = {
             "type": "work_queue_stats",
             "depth": depth,
             "pending": pending,
             "oldest_queued_at": _maybe(oldest),
             "workers_polling": self.workers_polling(t),
         }
+        self._queue = (t, doc)
+        return doc
 
     def transitions(self, since: float, until: float) -> dict[str, Any]:
         """Ground truth for the counters: transitions stamped in (since, until], and the steps they end."""
