@@ -40,7 +40,7 @@ from .engine import Engine, EngineCounters, EnvironmentResult
 from .failures import FailureLog
 from .flow import FlowLedger
 from .logs import LEVELS, setup_logging
-from .policy import OnDemandPolicy, Policy, ResultStore
+from .policy import BackgroundPolicy, OnDemandPolicy, Policy, ResultStore
 from .redact import Redactor
 from .runtime import Load, Reloader
 from .server import HttpServer, ServerLimits, TlsContext, bind
@@ -140,7 +140,7 @@ class Lasting:
         return [
             WorkCollector(results),
             StatsCollector(results),
-            ScrapeCollector(results),
+            ScrapeCollector(results, self.store.last_success),
             FlowCollector(self.ledger, environment_ids),
             EngineCountersCollector(self.counters, set(environment_ids)),
         ]
@@ -173,8 +173,14 @@ def build_policy(config: Config, lasting: Lasting) -> Policy:
         failures=lasting.failures,
         redactor=Redactor(config.secrets()),
         budget=lasting.budget,
+        on_result=lasting.store.put,
     )
-    return OnDemandPolicy(engine, lasting.store)
+    scrape = config.scrape
+    if scrape.mode == "background":
+        return BackgroundPolicy(
+            engine, lasting.store, lambda: config.environments, scrape.refresh_interval_seconds
+        )
+    return OnDemandPolicy(engine, lasting.store, scrape.min_interval_seconds)
 
 
 def loader(args: argparse.Namespace, environ: Mapping[str, str]) -> Load:

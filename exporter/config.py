@@ -90,7 +90,15 @@ KEYS: dict[str, set[str]] = {
         "max_requests_per_second",
     },
     "credentials": {"type", "value_env", "value_file"},
-    "scrape": {"timeout_seconds", "timeout_offset_seconds", "concurrency", "clock_skew_seconds"},
+    "scrape": {
+        "mode",
+        "min_interval_seconds",
+        "refresh_interval_seconds",
+        "timeout_seconds",
+        "timeout_offset_seconds",
+        "concurrency",
+        "clock_skew_seconds",
+    },
     "buckets": {
         "heartbeat_age_seconds",
         "state_age_seconds",
@@ -169,8 +177,14 @@ class ApiConfig:
     max_requests_per_second: float = 0.0  # every upstream request together; 0: no limit
 
 
+SCRAPE_MODES = ("on_demand", "background")
+
+
 @dataclass(frozen=True)
 class ScrapeConfig:
+    mode: str = "on_demand"  # on_demand: list when scraped; background: list on a timer
+    min_interval_seconds: float = 0.0  # on_demand: a listing younger than this is served again
+    refresh_interval_seconds: float = 60.0  # background: how often each environment is listed
     timeout_seconds: float = 10.0
     timeout_offset_seconds: float = 0.5
     concurrency: int = 8
@@ -466,7 +480,18 @@ class _Checker:
 
     def scrape(self, m: dict[str, Any]) -> ScrapeConfig:
         d = ScrapeConfig()
+        mode = m.get("mode", d.mode)
+        if mode not in SCRAPE_MODES:
+            self.problem("scrape.mode", f"must be {' or '.join(SCRAPE_MODES)}, got {mode!r}")
+            mode = d.mode
         return ScrapeConfig(
+            mode=mode,
+            min_interval_seconds=self.number(
+                m, "min_interval_seconds", "scrape", d.min_interval_seconds, exclusive=False
+            ),
+            refresh_interval_seconds=self.number(
+                m, "refresh_interval_seconds", "scrape", d.refresh_interval_seconds
+            ),
             timeout_seconds=self.number(m, "timeout_seconds", "scrape", d.timeout_seconds),
             timeout_offset_seconds=self.number(
                 m, "timeout_offset_seconds", "scrape", d.timeout_offset_seconds, exclusive=False

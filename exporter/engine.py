@@ -154,6 +154,7 @@ class Engine:
         failures: FailureLog,
         redactor: Redactor,
         budget: Budget | None = None,
+        on_result: Callable[[EnvironmentResult], None] | None = None,
         wall_clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
     ):
@@ -165,6 +166,7 @@ class Engine:
         self.failures = failures
         self.redactor = redactor
         self.budget = budget
+        self.on_result = on_result  # each listing's result, once, as it ends (the result store)
         self.wall_clock = wall_clock
         self.jitter = jitter
         self._slots = asyncio.Semaphore(concurrency)
@@ -323,6 +325,8 @@ class Engine:
         # Late means it had a slot and still ran out of time; waiting for a slot is not its fault.
         late = ran and any(f.reason in LATE_REASONS for f in result.failures.values())
         (self._late.add if late else self._late.discard)(env.id)
+        if self.on_result is not None:
+            self.on_result(result)
 
     # -- requests --------------------------------------------------------------
 

@@ -55,6 +55,7 @@ async def running_engine(
     transport: httpx.AsyncBaseTransport | None = None,
     counters: EngineCounters | None = None,
     budget: RequestBudget | None = None,
+    on_result: Callable[[Any], None] | None = None,
 ) -> AsyncIterator[Engine]:
     """An Engine over one AsyncClient (respx intercepts it, or `transport` answers)."""
     if buckets is not None:
@@ -74,6 +75,7 @@ async def running_engine(
         jitter=lambda: jitter,
         wall_clock=wall_clock,
         budget=budget,
+        on_result=on_result,
     )
     try:
         yield engine

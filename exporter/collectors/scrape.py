@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -13,25 +13,36 @@ ENV = "environment_id"
 
 
 class ScrapeCollector(Collector):
-    """`anthropic_work_scrape_success{environment_id="env_011CZkZ9X2dpNyB7HsEFoRfW"} 1.0`"""
+    """`anthropic_work_scrape_success{environment_id="env_011CZkZ9X2dpNyB7HsEFoRfW"} 1.0`
 
-    def __init__(self, results: Sequence[EnvironmentResult]):
+    `last_success` says when an environment last listed successfully (None: never).
+    """
+
+    def __init__(
+        self,
+        results: Sequence[EnvironmentResult],
+        last_success: Callable[[str], float | None] = lambda _: None,
+    ):
         self.results = results
+        self.last_success = last_success
 
     def describe(self) -> Iterator[Metric]:
         yield from _families()
 
     def collect(self) -> Iterator[Metric]:
-        success, duration, info = _families()
+        success, duration, info, last = _families()
         for result in self.results:
             env = result.environment
             info.add_metric([env.id, env.name], 1)
             success.add_metric([env.id], 1 if result.success else 0)
             duration.add_metric([env.id], result.duration_seconds)
-        yield from (success, duration, info)
+            when = result.finished_at if result.success else self.last_success(env.id)
+            if when is not None:
+                last.add_metric([env.id], when)
+        yield from (success, duration, info, last)
 
 
-def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
     return (
         GaugeMetricFamily(
             "anthropic_work_scrape_success",
@@ -47,6 +58,12 @@ def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily
             "anthropic_work_environment_info",
             "Always 1; the environment's display name.",
             labels=[ENV, "name"],
+        ),
+        GaugeMetricFamily(
+            "anthropic_work_last_success_timestamp_seconds",
+            "Unix time the listing the served numbers come from ended (in background mode, how old they "
+            "are); while listings fail, when the last one succeeded.",
+            labels=[ENV],
         ),
     )
 
