@@ -127,7 +127,9 @@ class ExporterApp:
             await _reply(send, scope, 405, "Method not allowed.\n", [("Allow", "GET, HEAD")])
             return
         if path == "/metrics":
-            await self._metrics(runtime, scope, receive, send, runtime.config.environments, headers, own=True)
+            await self._metrics(
+                runtime, scope, receive, send, runtime.targets.environments(), headers, own=True
+            )
         elif path == "/probe":
             await self._probe(runtime, scope, receive, send, headers)
         elif path == "/-/healthy":
@@ -135,7 +137,7 @@ class ExporterApp:
         elif path == "/-/ready":
             await _reply(send, scope, 200, "Ready\n")
         elif path == "/":
-            page = self._landing_page(runtime.config.environments)
+            page = self._landing_page(runtime.targets.environments())
             await _reply(send, scope, 200, page, [("Content-Type", "text/html; charset=utf-8")])
         else:
             await _reply(send, scope, 404, "Not found. Try /metrics or /probe.\n")
@@ -150,14 +152,14 @@ class ExporterApp:
                 send, scope, 400, "400: give exactly one environment_id, e.g. /probe?environment_id=env_...\n"
             )
             return
-        env = runtime.config.environment(ids[0])
+        env = runtime.targets.find(ids[0])
         if env is None:
             await _reply(
                 send,
                 scope,
                 400,
-                f"400: environment_id {ids[0][:200]!r} is not in this exporter's config; "
-                "only configured environments can be probed\n",
+                f"400: environment_id {ids[0][:200]!r} is not watched by this exporter: only environments "
+                "in its config, or discovered, in its shard can be probed\n",
             )
             return
         await self._metrics(runtime, scope, receive, send, (env,), headers, own=False)

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import os
+import re
 import signal
 import socket
 import ssl
@@ -30,22 +31,30 @@ from . import __version__
 from .app import ExporterApp
 from .budget import RequestBudget
 from .client import UpstreamClient
-from .collectors.exporter import BudgetCollector, BuildInfoCollector, ReloadCollector, ReloadState
+from .collectors.exporter import (
+    BudgetCollector,
+    BuildInfoCollector,
+    DiscoveryCollector,
+    ReloadCollector,
+    ReloadState,
+)
 from .collectors.flow import FlowCollector
 from .collectors.scrape import EngineCountersCollector, ScrapeCollector
 from .collectors.stats import StatsCollector
 from .collectors.work import WorkCollector
 from .config import Config, ConfigError, load_config
+from .discovery import Discovery
 from .engine import Engine, EngineCounters, EnvironmentResult
 from .failures import FailureLog
 from .flow import FlowLedger
 from .logs import LEVELS, setup_logging
 from .policy import BackgroundPolicy, OnDemandPolicy, Policy, ResultStore
 from .redact import Redactor
-from .runtime import Load, Reloader
+from .runtime import Load, Reloader, Served
 from .server import HttpServer, ServerLimits, TlsContext, bind
 from .sources.stats import StatsSource
 from .sources.work import WorkSource
+from .targets import DiscoveryState, Shard, Targets
 from .web import WebConfig, load_web_config
 
 # Listed as free in the Prometheus default port allocations when chosen.
@@ -94,8 +103,41 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="validate the config (and web config), print every problem, and exit",
     )
+    p.add_argument(
+        "--shard.index",
+        dest="shard_index",
+        default="0",
+        metavar="N|auto",
+        help="watch only the environments whose stable hash of the id falls in shard N of --shard.total; "
+        "auto: N is the trailing number of the host name (StatefulSet pod name-2 is shard 2)",
+    )
+    p.add_argument(
+        "--shard.total",
+        dest="shard_total",
+        type=int,
+        default=1,
+        metavar="M",
+        help="how many shards (replicas) share the environments (default: %(default)s)",
+    )
     p.add_argument("--version", action="version", version=f"anthropic-work-exporter {__version__}")
     return p.parse_args(argv)
+
+
+def parse_shard(index: str, total: int, hostname: str) -> Shard:
+    """--shard.index N|auto and --shard.total M; `hostname` is where auto reads N from."""
+    if total < 1:
+        raise ValueError(f"--shard.total: want a positive number, got {total}")
+    if index == "auto":
+        match = re.search(r"(\d+)$", hostname)
+        if match is None:
+            raise ValueError(
+                f"--shard.index auto: the host name {hostname!r} does not end in a number "
+                "(a StatefulSet pod's does: name-0, name-1, ...)"
+            )
+        index = match.group(1)
+    if not index.isdigit() or not 0 <= int(index) < total:
+        raise ValueError(f"--shard.index: want auto or a number from 0 to {total - 1}, got {index!r}")
+    return Shard(int(index), total)
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -105,15 +147,16 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-def build_registry(reload_state: ReloadState, budget: RequestBudget) -> CollectorRegistry:
+def build_registry(reload_state: ReloadState, lasting: Lasting, shard: Shard) -> CollectorRegistry:
     """The exporter's own metrics, shown on /metrics next to the environments'."""
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
-    registry.register(BuildInfoCollector())
+    registry.register(BuildInfoCollector(shard))
     registry.register(ReloadCollector(reload_state))
-    registry.register(BudgetCollector(budget))
+    registry.register(BudgetCollector(lasting.budget))
+    registry.register(DiscoveryCollector(lasting.discovered))
     return registry
 
 
@@ -126,6 +169,7 @@ class Lasting:
     store: ResultStore = field(default_factory=ResultStore)
     ledger: FlowLedger = field(default_factory=FlowLedger)
     budget: RequestBudget = field(default_factory=RequestBudget)
+    discovered: DiscoveryState = field(default_factory=DiscoveryState)
     # Made once per process: loading the CA bundle for every reload would cost a
     # megabyte of memory and tens of milliseconds each time.
     upstream_tls: ssl.SSLContext = field(default_factory=httpx.create_ssl_context)
@@ -146,8 +190,9 @@ class Lasting:
         ]
 
 
-def build_policy(config: Config, lasting: Lasting) -> Policy:
-    """Wire one config generation: connection pools -> client -> sources -> engine -> policy."""
+def build(config: Config, lasting: Lasting, shard: Shard) -> Served:
+    """Wire one config generation: connection pools -> client -> sources -> engine -> policy,
+    and what this replica watches (its shard of the configured and discovered environments)."""
 
     def connection_pool() -> httpx.AsyncClient:  # one per environment: a request or two at a time
         limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
@@ -155,6 +200,7 @@ def build_policy(config: Config, lasting: Lasting) -> Policy:
 
     client = UpstreamClient(connection_pool, config.api.max_response_bytes)
     lasting.budget.configure(config.api.max_requests_per_second)
+    redactor = Redactor(config.secrets())
     work = WorkSource(
         config.api.page_size,
         config.api.max_pages,
@@ -171,16 +217,36 @@ def build_policy(config: Config, lasting: Lasting) -> Policy:
         concurrency=config.scrape.concurrency,
         observer=lasting.counters,
         failures=lasting.failures,
-        redactor=Redactor(config.secrets()),
+        redactor=redactor,
         budget=lasting.budget,
         on_result=lasting.store.put,
     )
-    scrape = config.scrape
-    if scrape.mode == "background":
-        return BackgroundPolicy(
-            engine, lasting.store, lambda: config.environments, scrape.refresh_interval_seconds
+    targets = Targets(config, shard, lasting.discovered, on_key=redactor.add)
+    discovery = None
+    if config.discovery is not None:
+        discovery = Discovery(
+            config.discovery,
+            engine,
+            lasting.discovered,
+            redactor,
+            on_change=lambda: lasting.forget_all_but({env.id for env in targets.environments()}),
         )
-    return OnDemandPolicy(engine, lasting.store, scrape.min_interval_seconds)
+        discovery.start()
+    scrape = config.scrape
+    policy: Policy
+    if scrape.mode == "background":
+        policy = BackgroundPolicy(
+            engine, lasting.store, targets.environments, scrape.refresh_interval_seconds
+        )
+    else:
+        policy = OnDemandPolicy(engine, lasting.store, scrape.min_interval_seconds)
+
+    async def aclose() -> None:
+        if discovery is not None:
+            await discovery.aclose()
+        await policy.aclose()
+
+    return Served(policy, targets, aclose)
 
 
 def loader(args: argparse.Namespace, environ: Mapping[str, str]) -> Load:
@@ -223,20 +289,21 @@ async def run_exporter(
     stop: asyncio.Event,
     *,
     demo: bool = False,
+    shard: Shard | None = None,
     limits: ServerLimits | None = None,
     on_started: Callable[[Reloader], None] | None = None,
 ) -> None:
     """Serve on `sock` until `stop` is set; then stop gracefully."""
-    lasting, state, tls = Lasting(), ReloadState(), TlsContext(None)
+    lasting, state, tls, shard = Lasting(), ReloadState(), TlsContext(None), shard or Shard()
     reloader = Reloader(
         initial,
         load,
-        lambda config: build_policy(config, lasting),
+        lambda config: build(config, lasting, shard),
         state=state,
         tls=tls,
         forget=lasting.forget_all_but,
     )
-    registry = build_registry(state, lasting.budget)
+    registry = build_registry(state, lasting, shard)
     app = ExporterApp(reloader, registry, lasting.collectors, lasting.store, demo=demo)
     server = HttpServer(app, sock, tls, limits or ServerLimits())
     await server.start()
@@ -254,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     setup_logging(args.log_level, args.log_format)
     try:
         host, port = parse_listen_address(args.listen)
+        shard = parse_shard(args.shard_index, args.shard_total, socket.gethostname())
     except ValueError as exc:
         sys.exit(str(exc))
     load = loader(args, os.environ)
@@ -283,9 +351,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             "tls": bool(web and web.ssl_context),
             "version": __version__,
             "pid": os.getpid(),
+            "shard": f"{shard.index} of {shard.total}",
         },
     )
-    asyncio.run(_serve_until_signalled(sock, (config, web), load, args.demo, limits))
+    asyncio.run(_serve_until_signalled(sock, (config, web), load, args.demo, limits, shard))
 
 
 async def _serve_until_signalled(
@@ -294,6 +363,7 @@ async def _serve_until_signalled(
     load: Load,
     demo: bool,
     limits: ServerLimits,
+    shard: Shard,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -309,4 +379,6 @@ async def _serve_until_signalled(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await run_exporter(sock, initial, load, stop, demo=demo, limits=limits, on_started=on_started)
+    await run_exporter(
+        sock, initial, load, stop, demo=demo, shard=shard, limits=limits, on_started=on_started
+    )

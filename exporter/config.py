@@ -73,7 +73,7 @@ DEFAULT_STOP_DURATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 
 
 # Every key the config accepts, by section: anything else is an error.
 KEYS: dict[str, set[str]] = {
-    "": {"api", "scrape", "buckets", "breakdown", "environments"},
+    "": {"api", "scrape", "buckets", "breakdown", "discovery", "environments"},
     "api": {
         "base_url",
         "credentials",
@@ -108,6 +108,7 @@ KEYS: dict[str, set[str]] = {
         "stop_duration_seconds",
     },
     "breakdown": {"metadata_keys", "max_values"},
+    "discovery": {"credentials", "refresh_interval_seconds", "environment_keys_dir"},
     "environments[]": {"id", "name", "credentials", "stats_credentials", "workspace_id"},
 }
 
@@ -150,6 +151,11 @@ class Credentials:
     type: str
     value: Secret
     source: str  # where it came from, for messages: "env ANTHROPIC_API_KEY", "file /run/secrets/k"
+
+
+# An environment found by discovery with no key to list it with (type "none"): its listing
+# fails with reason no_credentials instead of asking the API.
+NO_CREDENTIALS = Credentials("none", Secret(""), "no key")
 
 
 @dataclass(frozen=True)
@@ -209,12 +215,24 @@ class BreakdownConfig:
 
 
 @dataclass(frozen=True)
+class DiscoveryConfig:
+    """Watch every self-hosted, unarchived environment `GET /v1/environments` lists."""
+
+    credentials: Credentials  # an API key: the listing is account-wide
+    refresh_interval_seconds: float = 300.0
+    # A file named <environment_id> here holds that environment's key (a mounted Secret).
+    environment_keys_dir: Path | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     environments: tuple[Environment, ...]
     api: ApiConfig = field(default_factory=ApiConfig)
     scrape: ScrapeConfig = field(default_factory=ScrapeConfig)
     buckets: BucketConfig = field(default_factory=BucketConfig)
     breakdown: BreakdownConfig = field(default_factory=BreakdownConfig)
+    discovery: DiscoveryConfig | None = None
+    stats_credentials: Credentials | None = None  # api.stats_credentials, for discovered environments
 
     def environment(self, environment_id: str) -> Environment | None:
         for env in self.environments:
@@ -225,7 +243,11 @@ class Config:
     def secrets(self) -> list[str]:
         """Every configured key, so that log lines can be scrubbed of them."""
         keys = [env.credentials.value.reveal() for env in self.environments]
-        return keys + [e.stats_credentials.value.reveal() for e in self.environments if e.stats_credentials]
+        keys += [e.stats_credentials.value.reveal() for e in self.environments if e.stats_credentials]
+        for extra in (self.discovery.credentials if self.discovery else None, self.stats_credentials):
+            if extra is not None:
+                keys.append(extra.value.reveal())
+        return keys
 
 
 def load_config(path: str | Path, environ: Mapping[str, str]) -> Config:
@@ -406,15 +428,46 @@ class _Checker:
         default_stats = (
             self.credentials(stats_raw, "api.stats_credentials") if stats_raw is not None else None
         )
+        discovery = None
+        if "discovery" in top:
+            discovery = self.discovery(self.mapping(top.get("discovery"), "discovery", KEYS["discovery"]))
         environments = self.environments(
-            top.get("environments"), default_creds, has_default=has_default, default_stats=default_stats
+            top.get("environments"),
+            default_creds,
+            has_default=has_default,
+            default_stats=default_stats,
+            optional="discovery" in top,
         )
         scrape = self.scrape(self.mapping(top.get("scrape"), "scrape", KEYS["scrape"]))
         buckets = self.buckets(self.mapping(top.get("buckets"), "buckets", KEYS["buckets"]))
         breakdown = self.breakdown(self.mapping(top.get("breakdown"), "breakdown", KEYS["breakdown"]))
         return Config(
-            environments=tuple(environments), api=api, scrape=scrape, buckets=buckets, breakdown=breakdown
+            environments=tuple(environments),
+            api=api,
+            scrape=scrape,
+            buckets=buckets,
+            breakdown=breakdown,
+            discovery=discovery,
+            stats_credentials=default_stats,
         )
+
+    def discovery(self, m: dict[str, Any]) -> DiscoveryConfig | None:
+        d_interval = 300.0
+        creds = None
+        if m.get("credentials") is None:
+            self.problem("discovery.credentials", "is required: discovery lists environments with an API key")
+        else:
+            creds = self.credentials(m["credentials"], "discovery.credentials")
+        interval = self.number(m, "refresh_interval_seconds", "discovery", d_interval)
+        keys_dir = None
+        raw_dir = self.string(m, "environment_keys_dir", "discovery")
+        if raw_dir is not None:
+            keys_dir = Path(raw_dir) if Path(raw_dir).is_absolute() else self.base_dir / raw_dir
+            if not keys_dir.is_dir():
+                self.problem("discovery.environment_keys_dir", f"{raw_dir} is not a directory")
+        if creds is None:
+            return None
+        return DiscoveryConfig(creds, interval, keys_dir)
 
     def api(self, m: dict[str, Any]) -> ApiConfig:
         d = ApiConfig()
@@ -619,9 +672,11 @@ class _Checker:
         default_creds: Credentials | None,
         has_default: bool,
         default_stats: Credentials | None = None,
+        optional: bool = False,
     ) -> list[Environment]:
-        if raw is None:
-            self.problem("environments", "is required: list at least one environment id")
+        if raw is None or (optional and raw == []):
+            if not optional:
+                self.problem("environments", "is required: list at least one environment id (or discovery)")
             return []
         if not isinstance(raw, list):
             self.problem("environments", f"must be a list of environments, got {_kind(raw)}")

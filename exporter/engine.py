@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 from . import __version__
 from .client import TransportFailure, UpstreamClient
-from .config import ApiConfig, Credentials, Environment
+from .config import NO_CREDENTIALS, ApiConfig, Credentials, Environment
 from .failures import Failure, FailureLog
 from .models import (
     BETA_HEADER,
@@ -332,46 +332,69 @@ class Engine:
 
     def _fetcher(self, listing: _Listing, credentials: Credentials) -> Fetch:
         env = listing.env
+
+        async def fetch(path: str, params: Mapping[str, str | int]) -> bytes:
+            if credentials.type == NO_CREDENTIALS.type:
+                raise SourceFailed("no_credentials", f"no key for this environment: {credentials.source}")
+            return await self.get(
+                path,
+                params,
+                credentials,
+                workspace=env.workspace_id,
+                deadline=lambda: listing.deadline,
+                count=lambda code: self.observer.request(env.id, code),
+                pool=env.id,
+            )
+
+        return fetch
+
+    async def get(
+        self,
+        path: str,
+        params: Mapping[str, str | int],
+        credentials: Credentials,
+        *,
+        deadline: Callable[[], float],
+        count: Callable[[str], None],
+        pool: str,
+        workspace: str | None = None,
+    ) -> bytes:
+        """The 200 body of one GET of `path` (from the API root), after retries; SourceFailed otherwise.
+
+        Every upstream request goes through here: the budget, the request timeout, the
+        retry rules, and `count` told each request's code. `deadline` is read anew
+        before each try (a listing's deadline grows when a later scrape joins it).
+        """
+        url = f"{self.api.base_url}{path}"
         headers = {
             VERSION_HEADER: self.api.anthropic_version,
             BETA_HEADER: ",".join(self.api.betas),
             "User-Agent": f"anthropic-work-exporter/{__version__}",
             **auth_headers(credentials.type, credentials.value.reveal()),
         }
-        workspace = env.workspace_id or self.api.workspace_id
+        workspace = workspace or self.api.workspace_id
         if workspace:
             headers[WORKSPACE_HEADER] = workspace
-
-        async def fetch(path: str, params: Mapping[str, str | int]) -> bytes:
-            return await self._get(listing, f"{self.api.base_url}{path}", params, headers)
-
-        return fetch
-
-    async def _get(
-        self, listing: _Listing, url: str, params: Mapping[str, str | int], headers: Mapping[str, str]
-    ) -> bytes:
-        """The 200 body of one GET, after retries; SourceFailed otherwise."""
-        env_id = listing.env.id
         loop = asyncio.get_running_loop()
         retries = 0
         while True:
-            if loop.time() >= listing.deadline:
+            if loop.time() >= deadline():
                 raise SourceFailed("deadline", "not finished before the scrape deadline")
             if self.budget is not None:
-                await self.budget.acquire(listing.deadline)
+                await self.budget.acquire(deadline())
             try:
-                reply = await self.client.get(url, params, headers, self.api.request_timeout_seconds, env_id)
+                reply = await self.client.get(url, params, headers, self.api.request_timeout_seconds, pool)
             except TransportFailure as exc:
-                self.observer.request(env_id, exc.code)
+                count(exc.code)
                 failure = SourceFailed(exc.reason, str(exc))
                 if exc.reason not in ("timeout", "connection"):  # a body too large or malformed: no retry
                     raise failure from None
                 delay = self._backoff(retries)
             except asyncio.CancelledError:  # the deadline cut this request short
-                self.observer.request(env_id, "timeout")
+                count("timeout")
                 raise
             else:
-                self.observer.request(env_id, str(reply.status))
+                count(str(reply.status))
                 if reply.status == 200:
                     return reply.body
                 failure = self._http_failure(reply.status, reply.body, reply.headers)
@@ -383,7 +406,7 @@ class Engine:
                     raise failure
             if retries >= self.api.max_retries:
                 raise failure
-            if loop.time() + delay >= listing.deadline:
+            if loop.time() + delay >= deadline():
                 raise SourceFailed(
                     failure.reason,
                     f"{failure}; no time left before the scrape deadline to retry in {delay:.3g}s",

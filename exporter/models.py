@@ -45,6 +45,13 @@ def work_path(environment_id: str) -> str:
     return f"/v1/environments/{quote(environment_id, safe='')}/work"
 
 
+ENVIRONMENTS_PATH = "/v1/environments"
+
+
+def environments_params(page_size: int, cursor: str | None) -> dict[str, str | int]:
+    return {**page_params(page_size, cursor), "include_archived": "false"}
+
+
 def stats_path(environment_id: str) -> str:
     return f"/v1/environments/{quote(environment_id, safe='')}/work/stats"
 
@@ -337,3 +344,38 @@ def parse_timestamp(value: Any) -> float | None:
     except (ValueError, OverflowError):  # year 0000, month 13, or an offset past year 9999
         return None
     return unix if _EARLIEST <= unix < _LATEST else None
+
+
+class ListedEnvironment(NamedTuple):
+    """An environment as `GET /v1/environments` lists it: what discovery needs of it."""
+
+    id: str
+    name: str
+    self_hosted: bool  # config.type "self_hosted"; cloud environments have no work queue to watch
+    archived: bool
+
+
+def parse_environments_page(body: bytes) -> tuple[list[ListedEnvironment], str | None]:
+    doc = decode_json(body)
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise UpstreamFormatError("response is not an environment listing (no 'data' list)")
+    cursor = doc.get("next_page")
+    if cursor is not None and (not isinstance(cursor, str) or len(cursor) > MAX_CURSOR_LENGTH):
+        raise UpstreamFormatError("'next_page' is neither a short string nor null")
+    out = []
+    for raw in doc["data"]:
+        if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"]:
+            raise UpstreamFormatError("an environment has no 'id' string")
+        if len(raw["id"]) > MAX_ID_LENGTH:
+            raise UpstreamFormatError("an environment id is too long")
+        config = raw.get("config")
+        name = raw.get("name")
+        out.append(
+            ListedEnvironment(
+                raw["id"],
+                name[:MAX_LABEL_LENGTH] if isinstance(name, str) and name else raw["id"],
+                isinstance(config, dict) and config.get("type") == "self_hosted",
+                raw.get("archived_at") is not None,
+            )
+        )
+    return out, cursor or None

@@ -19,9 +19,18 @@ _UNPRINTABLE = re.compile(r"[^ -~]")
 
 class Redactor:
     def __init__(self, secrets: Iterable[str] = ()):
-        # Longest first, so a key that contains another is replaced whole.
-        keys = sorted({s for s in secrets if s}, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, keys))) if keys else None
+        self._keys: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str) -> None:
+        """One more key to scrub (a key read from a directory after start)."""
+        if secret and secret not in self._keys:
+            self._keys.add(secret)
+            # Longest first, so a key that contains another is replaced whole.
+            keys = sorted(self._keys, key=len, reverse=True)
+            self._pattern = re.compile("|".join(map(re.escape, keys)))
 
     def redact(self, text: str) -> str:
         """Every configured key replaced; nothing else changed (for multi-line tracebacks)."""

@@ -17,28 +17,48 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from .collectors.exporter import ReloadState
 from .config import Config, ConfigError
 from .policy import Policy
 from .server import TlsContext
+from .targets import Targets
 from .web import WebConfig
 
 log = logging.getLogger("exporter.reload")
 
+
+@dataclass
+class Served:
+    """What one config generation serves with, as the wiring builds it."""
+
+    policy: Policy
+    targets: Targets
+    aclose: Callable[[], Coroutine[Any, Any, None]]  # stops discovery, the policy and the connections
+
+
 Load = Callable[[], tuple[Config, WebConfig | None]]
-Build = Callable[[Config], Policy]
+Build = Callable[[Config], Served]
 
 
 @dataclass
 class Runtime:
     config: Config
     web: WebConfig | None
-    policy: Policy
+    served: Served
     users: int = 0
     retired: bool = False
+
+    @property
+    def policy(self) -> Policy:
+        return self.served.policy
+
+    @property
+    def targets(self) -> Targets:
+        return self.served.targets
 
 
 class Reloader:
@@ -59,7 +79,7 @@ class Reloader:
         self._build = build
         self.state = state
         self.tls = tls
-        self.forget = forget  # drops what is kept for environments a new config no longer has
+        self.forget = forget  # drops what is kept for environments no longer watched
         self.wall_clock = wall_clock
         self._lock = asyncio.Lock()
         self._closing: set[asyncio.Task[None]] = set()
@@ -98,7 +118,7 @@ class Reloader:
             old = self.current
             self.current = Runtime(config, web, self._build(config))
             self.tls.context = web.ssl_context if web else None
-            self.forget({env.id for env in config.environments})
+            self.forget({env.id for env in self.current.targets.environments()})
             old.retired = True
             if old.users == 0:
                 self._close_later(old)
@@ -107,11 +127,11 @@ class Reloader:
             return []
 
     def _close_later(self, runtime: Runtime) -> None:
-        task = asyncio.get_running_loop().create_task(runtime.policy.aclose())
+        task = asyncio.get_running_loop().create_task(runtime.served.aclose())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
     async def aclose(self) -> None:
-        await self.current.policy.aclose()
+        await self.current.served.aclose()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)

@@ -16,5 +16,5 @@ def samples(body: str) -> Samples:
     return out
 
 
-def value(metrics: Samples, name: str, **labels: str) -> float | None:
+def value(metrics: Samples, name: str, /, **labels: str) -> float | None:
     return metrics.get((name, tuple(sorted(labels.items()))))

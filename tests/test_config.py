@@ -240,13 +240,17 @@ def test_the_example_config_is_valid_and_shows_every_option():
         .replace("# workspace_id:", "workspace_id:")
         .replace("# stats_credentials:", "stats_credentials:")
     )
+    # The discovery block is shown commented out: it needs a key and a directory to load.
+    block = text.split("\n# discovery:\n", 1)[1].split("\n\n", 1)[0]
+    discovery = yaml.safe_load("\n".join(line.removeprefix("#   ") for line in block.splitlines()))
     shown = {
-        "": set(uncommented),
+        "": set(uncommented) | {"discovery"},
         "api": set(uncommented["api"]),
         "credentials": set(uncommented["api"]["credentials"]),
         "scrape": set(uncommented["scrape"]),
         "buckets": set(uncommented["buckets"]),
         "breakdown": set(uncommented["breakdown"]),
+        "discovery": set(discovery),
         "environments[]": set().union(*map(set, uncommented["environments"])),
     }
     assert shown == KEYS

@@ -90,8 +90,8 @@ def test_probe_serves_one_configured_environment_and_rejects_others():
     )
     assert unknown.status_code == 400
     assert unknown.text == (
-        "400: environment_id 'env_zzz' is not in this exporter's config; "
-        "only configured environments can be probed\n"
+        "400: environment_id 'env_zzz' is not watched by this exporter: only environments "
+        "in its config, or discovered, in its shard can be probed\n"
     )
     assert missing.status_code == 400
 

@@ -13,6 +13,7 @@ from exporter.config import ApiConfig, Config, Credentials, Environment, ScrapeC
 from exporter.runtime import Reloader
 from exporter.server import ServerLimits, bind
 from exporter.simulator import SimEnvironment, Simulator, demo_environments, serve, static_items
+from exporter.targets import Shard
 from exporter.web import WebConfig
 
 DEMO_ENVS = tuple(env.id for env in demo_environments())
@@ -71,6 +72,7 @@ def running_exporter(
     *,
     load: Callable[[], tuple[Config, WebConfig | None]] | None = None,
     limits: ServerLimits | None = None,
+    shard: Shard | None = None,
 ) -> Iterator[Exporter]:
     """The exporter wired as the CLI wires it, on its own event loop in a thread."""
     limits = limits or ServerLimits()
@@ -86,7 +88,13 @@ def running_exporter(
 
     async def main() -> None:
         await run_exporter(
-            sock, (config, web), load or (lambda: (config, web)), stop, limits=limits, on_started=on_started
+            sock,
+            (config, web),
+            load or (lambda: (config, web)),
+            stop,
+            limits=limits,
+            shard=shard,
+            on_started=on_started,
         )
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), name="exporter", daemon=True)

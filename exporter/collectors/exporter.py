@@ -10,25 +10,37 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..budget import RequestBudget
+from ..targets import DiscoveryState, Shard
 
 
 class BuildInfoCollector(Collector):
-    """`anthropic_work_exporter_build_info{version="0.1.0"} 1.0`"""
+    """`anthropic_work_exporter_build_info{version="0.1.0"} 1.0`, and this replica's shard."""
+
+    def __init__(self, shard: Shard | None = None):
+        self.shard = shard or Shard()
 
     def describe(self) -> Iterator[Metric]:
-        yield _build_info()
+        yield from _build_info()
 
     def collect(self) -> Iterator[Metric]:
-        info = _build_info()
+        info, shard = _build_info()
         info.add_metric([__version__], 1)
-        yield info
+        shard.add_metric([str(self.shard.index), str(self.shard.total)], 1)
+        yield from (info, shard)
 
 
-def _build_info() -> GaugeMetricFamily:
-    return GaugeMetricFamily(
-        "anthropic_work_exporter_build_info",
-        "Always 1; the exporter's version as a label.",
-        labels=["version"],
+def _build_info() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    return (
+        GaugeMetricFamily(
+            "anthropic_work_exporter_build_info",
+            "Always 1; the exporter's version as a label.",
+            labels=["version"],
+        ),
+        GaugeMetricFamily(
+            "anthropic_work_exporter_shard_info",
+            "Always 1; the share of environments this replica watches (--shard.index of --shard.total).",
+            labels=["index", "total"],
+        ),
     )
 
 
@@ -95,5 +107,52 @@ def _budget_families() -> tuple[CounterMetricFamily, GaugeMetricFamily]:
         GaugeMetricFamily(
             "anthropic_work_budget_requests_per_second",
             "The request budget: upstream requests a second for all environments together; 0 is no limit.",
+        ),
+    )
+
+
+class DiscoveryCollector(Collector):
+    """`anthropic_work_discovery_success 1.0`; nothing until discovery has run (or when it is off)."""
+
+    def __init__(self, state: DiscoveryState):
+        self.state = state
+
+    def describe(self) -> Iterator[Metric]:
+        yield from _discovery_families()
+
+    def collect(self) -> Iterator[Metric]:
+        success, last, found, requests = families = _discovery_families()
+        state = self.state
+        if state.succeeded is not None:
+            success.add_metric([], 1 if state.succeeded else 0)
+            found.add_metric([], sum(1 for e in state.environments if e.self_hosted and not e.archived))
+            if state.last_success_timestamp:
+                last.add_metric([], state.last_success_timestamp)
+        for code, count in sorted(state.requests.items()):
+            requests.add_metric([code], count)
+        yield from families
+
+
+def _discovery_families() -> tuple[
+    GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily
+]:
+    return (
+        GaugeMetricFamily(
+            "anthropic_work_discovery_success",
+            "1 if the last discovery (GET /v1/environments) worked; 0 while it fails and the last known "
+            "environments are watched.",
+        ),
+        GaugeMetricFamily(
+            "anthropic_work_discovery_last_success_timestamp_seconds",
+            "Unix time of the last successful discovery.",
+        ),
+        GaugeMetricFamily(
+            "anthropic_work_discovered_environments",
+            "Self-hosted, unarchived environments the last successful discovery found (all shards').",
+        ),
+        CounterMetricFamily(
+            "anthropic_work_discovery_requests",
+            "Discovery's upstream requests by HTTP status code, or error (connection) / timeout.",
+            labels=["code"],
         ),
     )

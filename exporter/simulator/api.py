@@ -57,6 +57,7 @@ class Simulator:
         self.connections = 0  # TCP connections accepted
         self.in_flight = 0
         self.max_in_flight = 0  # the most listing requests served at the same time
+        self.environments_status = 0  # GET /v1/environments answers this error status (0: it works)
         t0 = clock()
         for env in self.environments.values():
             env.start(t0, warmup)
@@ -143,6 +144,9 @@ class Simulator:
         bearer = headers.get("authorization", "").removeprefix("Bearer ")
         if API_KEY not in (headers.get("x-api-key"), bearer):
             return _error(401, "authentication_error", "invalid authentication credentials", request_id)
+        if self.environments_status:  # the fault: this listing fails, the work listings do not
+            status = self.environments_status
+            return _error(status, _ERROR_TYPES.get(status, "api_error"), "simulated failure", request_id)
         archived = query.get("include_archived", ["false"])[0] == "true"
         with self.lock:
             t = self.now()

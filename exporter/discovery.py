@@ -1,0 +1,131 @@
+"""Discovery: every self-hosted, unarchived environment `GET /v1/environments` lists.
+
+Runs every `discovery.refresh_interval_seconds` (and once at start), through the
+engine like every upstream request (the budget, retries, timeouts), with the
+discovery credentials (an API key: the listing is account-wide). A failing
+discovery keeps the last known set, says so in `anthropic_work_discovery_success`,
+and is logged once until it recovers. Environments that vanish or are archived stop
+being watched, and what is kept for them is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from .config import DiscoveryConfig
+from .engine import Engine
+from .models import (
+    ENVIRONMENTS_PATH,
+    ListedEnvironment,
+    UpstreamFormatError,
+    environments_params,
+    parse_environments_page,
+)
+from .redact import Redactor
+from .sources import SourceFailed
+from .targets import DiscoveryState
+
+log = logging.getLogger("exporter.discovery")
+
+PAGE_SIZE = 100
+MAX_PAGES = 1000
+TIMEOUT_SECONDS = 60.0  # one discovery, every page of it
+
+
+class Discovery:
+    def __init__(
+        self,
+        config: DiscoveryConfig,
+        engine: Engine,
+        state: DiscoveryState,
+        redactor: Redactor,
+        on_change: Callable[[], None] = lambda: None,
+        wall_clock: Callable[[], float] = time.time,
+    ):
+        self.config = config
+        self.engine = engine
+        self.state = state
+        self.redactor = redactor
+        self.on_change = on_change  # the watched set changed: drop what is kept for the gone ones
+        self.wall_clock = wall_clock
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="discovery")
+
+    async def _loop(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self.config.refresh_interval_seconds)
+
+    async def refresh(self) -> bool:
+        """One discovery; True if it worked. The last known set stays when it does not."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(TIMEOUT_SECONDS, self.config.refresh_interval_seconds)
+        try:
+            found = await self._list(deadline)
+        except SourceFailed as exc:
+            if self.state.succeeded is not False:
+                log.warning(
+                    "discovery failed; watching the environments known so far",
+                    extra={
+                        "reason": exc.reason,
+                        "error": self.redactor.clean(str(exc)),
+                        "known": len(self.state.environments),
+                    },
+                )
+            self.state.succeeded = False
+            return False
+        if self.state.succeeded is False:
+            log.info("discovery recovered")
+        changed = {e.id for e in found} != {
+            e.id for e in self.state.environments
+        } or found != self.state.environments
+        self.state.environments = found
+        self.state.succeeded = True
+        self.state.last_success_timestamp = self.wall_clock()
+        if changed:
+            self.state.generation += 1
+            log.info("environments discovered", extra={"environments": len(found)})
+            self.on_change()
+        return True
+
+    async def _list(self, deadline: float) -> list[ListedEnvironment]:
+        found: list[ListedEnvironment] = []
+        cursor: str | None = None
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            body = await self.engine.get(
+                ENVIRONMENTS_PATH,
+                environments_params(PAGE_SIZE, cursor),
+                self.config.credentials,
+                deadline=lambda: deadline,
+                count=self._count,
+                pool="discovery",
+            )
+            try:
+                page, cursor = parse_environments_page(body)
+            except UpstreamFormatError as exc:
+                raise SourceFailed(
+                    "invalid_response", f"HTTP 200 but not an environment listing: {exc}"
+                ) from None
+            found += page
+            if cursor is None:
+                return found
+            if cursor in seen:
+                raise SourceFailed(
+                    "repeated_cursor", "the API returned a next_page cursor it had already returned"
+                )
+            seen.add(cursor)
+        raise SourceFailed("too_many_pages", f"more than {MAX_PAGES} pages of environments")
+
+    def _count(self, code: str) -> None:
+        self.state.requests[code] = self.state.requests.get(code, 0) + 1
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

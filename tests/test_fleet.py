@@ -1,0 +1,206 @@
+"""Big fleets: shards that cover every environment once, and discovery with keys from a directory."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from exposition import samples, value
+from processes import wait_for
+from upstream import running_exporter, running_simulator
+
+from exporter.cli import parse_shard
+from exporter.config import parse_config
+from exporter.simulator import API_KEY, SimEnvironment, static_items
+from exporter.targets import Shard
+
+NOW = time.time()
+
+
+def test_m_shards_cover_every_environment_exactly_once_and_evenly():
+    ids = [f"env_{n:05d}" for n in range(3000)]
+    owners = {env_id: [i for i in range(3) if Shard(i, 3).owns(env_id)] for env_id in ids}
+    assert all(len(o) == 1 for o in owners.values())
+    sizes = [sum(o == [i] for o in owners.values()) for i in range(3)]
+    assert all(900 <= size <= 1100 for size in sizes), sizes
+    assert all(Shard(0, 1).owns(env_id) for env_id in ids)
+
+
+@pytest.mark.parametrize(
+    ("index", "total", "hostname", "expected"),
+    [
+        ("2", 3, "whatever", Shard(2, 3)),
+        ("auto", 3, "anthropic-work-exporter-2", Shard(2, 3)),
+        ("auto", 12, "exporter-11", Shard(11, 12)),
+        ("0", 1, "x", Shard(0, 1)),
+    ],
+)
+def test_shard_flags(index, total, hostname, expected):
+    assert parse_shard(index, total, hostname) == expected
+
+
+@pytest.mark.parametrize(
+    ("index", "total", "hostname", "message"),
+    [
+        ("auto", 3, "exporter", "--shard.index auto: the host name 'exporter' does not end in a number"),
+        ("auto", 3, "exporter-3", "--shard.index: want auto or a number from 0 to 2, got '3'"),
+        ("-1", 3, "x", "--shard.index: want auto or a number from 0 to 2, got '-1'"),
+        ("0", 0, "x", "--shard.total: want a positive number, got 0"),
+    ],
+)
+def test_bad_shard_flags_say_what_is_wrong(index, total, hostname, message):
+    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
+        parse_shard(index, total, hostname)
+
+
+def env(id: str, items: int = 3, **kw) -> SimEnvironment:
+    return SimEnvironment(id, f"name-{id}", items=static_items(items, NOW, seed=len(id)), **kw)
+
+
+def discovery_config(url: str, keys_dir: Path, interval: float = 300):
+    text = (
+        f"api: {{base_url: '{url}', max_retries: 0}}\n"
+        f"discovery:\n  credentials: {{type: api_key, value_env: ORG_KEY}}\n"
+        f"  refresh_interval_seconds: {interval}\n  environment_keys_dir: {keys_dir}\n"
+    )
+    return parse_config(text, {"ORG_KEY": API_KEY})
+
+
+def watched(body: str) -> dict[str, float]:
+    return {
+        dict(labels)["environment_id"]: v
+        for (name, labels), v in samples(body).items()
+        if name == "anthropic_work_scrape_success"
+    }
+
+
+def test_discovery_watches_self_hosted_unarchived_environments_with_keys_from_a_directory(
+    tmp_path, log_stream
+):
+    keyed, keyless, configured = env("env_keyed"), env("env_keyless"), env("env_configured")
+    archived, cloud = env("env_archived"), env("env_cloud")
+    archived.archived_at = NOW - 60
+    cloud.self_hosted = False
+    (tmp_path / "env_keyed").write_text(keyed.key + "\n")
+    (tmp_path / "env_archived").write_text(archived.key)
+    with running_simulator(keyed, keyless, configured, archived, cloud) as (_sim, url):
+        config = parse_config(
+            f"api: {{base_url: '{url}', max_retries: 0}}\n"
+            "discovery:\n  credentials: {type: api_key, value_env: ORG_KEY}\n"
+            f"  environment_keys_dir: {tmp_path}\nenvironments:\n  - id: env_configured\n    name: mine\n"
+            "    credentials: {type: environment_key, value_env: CONFIGURED_KEY}\n",
+            {"ORG_KEY": API_KEY, "CONFIGURED_KEY": configured.key},
+        )
+        with running_exporter(config) as exporter:
+            base = f"http://{exporter.address}"
+            wait_for("discovery", lambda: len(watched(httpx.get(f"{base}/metrics").text)) == 3)
+            body = httpx.get(f"{base}/metrics").text
+            probe = httpx.get(f"{base}/probe", params={"environment_id": "env_keyed"})
+            for _ in range(2):
+                httpx.get(f"{base}/metrics")
+    metrics = samples(body)
+    assert watched(body) == {"env_configured": 1, "env_keyed": 1, "env_keyless": 0}
+    assert (
+        value(metrics, "anthropic_work_environment_info", environment_id="env_configured", name="mine") == 1
+    )
+    assert (
+        value(metrics, "anthropic_work_environment_info", environment_id="env_keyed", name="name-env_keyed")
+        == 1
+    )
+    assert (
+        value(
+            metrics,
+            "anthropic_work_listing_failures_total",
+            environment_id="env_keyless",
+            source="work",
+            reason="no_credentials",
+        )
+        >= 1
+    )
+    assert value(metrics, "anthropic_work_discovery_success") == 1
+    assert value(metrics, "anthropic_work_discovered_environments") == 3  # keyed, keyless, configured
+    assert value(metrics, "anthropic_work_discovery_requests_total", code="200") >= 1
+    assert probe.status_code == 200 and 'environment_id="env_keyed"' in probe.text
+    lines = [
+        line for line in log_stream.getvalue().splitlines() if "env_keyless" in line and "failed" in line
+    ]
+    assert len(lines) == 2 and all(
+        "reason=no_credentials" in line for line in lines
+    )  # work and stats, once each
+    for key in (keyed.key, configured.key, API_KEY):
+        assert key not in log_stream.getvalue() and key not in body
+
+
+def test_a_new_key_file_is_picked_up_without_a_restart_and_a_vanished_environment_stops_being_exported(
+    tmp_path,
+):
+    a, b = env("env_a"), env("env_b")
+    (tmp_path / "env_a").write_text(a.key)
+    with running_simulator(a, b) as (sim, url):
+        config = discovery_config(url, tmp_path, interval=0.2)
+        with running_exporter(config) as exporter:
+            base = f"http://{exporter.address}"
+            wait_for(
+                "both discovered",
+                lambda: watched(httpx.get(f"{base}/metrics").text) == {"env_a": 1, "env_b": 0},
+            )
+            (tmp_path / "env_b").write_text(b.key)  # the Secret gains a key
+            os.utime(tmp_path)
+            wait_for(
+                "the new key used",
+                lambda: watched(httpx.get(f"{base}/metrics").text) == {"env_a": 1, "env_b": 1},
+            )
+            del sim.environments["env_a"]  # deleted upstream
+            wait_for("env_a gone", lambda: watched(httpx.get(f"{base}/metrics").text) == {"env_b": 1})
+            body = httpx.get(f"{base}/metrics").text
+    assert 'environment_id="env_a"' not in body  # nothing kept for it: no counters either
+
+
+def test_a_failing_discovery_keeps_the_environments_it_knew(tmp_path, log_stream):
+    a = env("env_a")
+    (tmp_path / "env_a").write_text(a.key)
+    with running_simulator(a) as (sim, url):
+        config = discovery_config(url, tmp_path, interval=0.2)
+        with running_exporter(config) as exporter:
+            base = f"http://{exporter.address}"
+            wait_for("discovered", lambda: watched(httpx.get(f"{base}/metrics").text) == {"env_a": 1})
+            sim.environments_status = 503
+            wait_for(
+                "discovery to fail",
+                lambda: (
+                    value(samples(httpx.get(f"{base}/metrics").text), "anthropic_work_discovery_success") == 0
+                ),
+            )
+            body = httpx.get(f"{base}/metrics").text
+    assert watched(body) == {"env_a": 1}
+    failures = [line for line in log_stream.getvalue().splitlines() if "discovery failed" in line]
+    assert len(failures) == 1 and "reason=http_503" in failures[0] and "known=1" in failures[0]
+
+
+def test_shards_of_one_fleet_watch_disjoint_sets_that_cover_it(tmp_path):
+    envs = [env(f"env_{n:03d}", items=1) for n in range(30)]
+    for e in envs:
+        (tmp_path / e.id).write_text(e.key)
+    with running_simulator(*envs) as (_sim, url):
+        config = discovery_config(url, tmp_path)
+        seen = []
+        for index in range(3):
+            with running_exporter(config, shard=Shard(index, 3)) as exporter:
+                base = f"http://{exporter.address}"
+                wait_for("discovery", lambda base=base: watched(httpx.get(f"{base}/metrics").text))
+                mine = watched(httpx.get(f"{base}/metrics").text)
+                assert set(mine.values()) == {1}
+                assert (
+                    value(
+                        samples(httpx.get(f"{base}/metrics").text),
+                        "anthropic_work_exporter_shard_info",
+                        index=str(index),
+                        total="3",
+                    )
+                    == 1
+                )
+                seen.append(set(mine))
+    assert sorted(e for s in seen for e in s) == sorted(e.id for e in envs)
