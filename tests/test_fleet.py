@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from exposition import samples, value
-from processes import wait_for
+from processes import exporter_process, free_port, running, simulator_process, wait_for
+from tools import query, require
 from upstream import running_exporter, running_simulator
 
 from exporter.cli import parse_shard
@@ -204,3 +207,99 @@ def test_shards_of_one_fleet_watch_disjoint_sets_that_cover_it(tmp_path):
                 )
                 seen.append(set(mine))
     assert sorted(e for s in seen for e in s) == sorted(e.id for e in envs)
+
+
+FLEET = 300
+SHARDS = 3
+BUDGET = 20.0  # requests a second, per replica
+REFRESH = 15.0  # seconds: 100 environments x 2 requests / 15 s = 13.3 requests a second per replica
+
+
+@pytest.mark.slow
+def test_a_fleet_of_300_environments_on_three_background_shards_under_a_real_prometheus(tmp_path):
+    """Every environment exactly once across the shards, with the simulator's numbers, within the
+    request budget, and every scrape answered inside Prometheus's timeout (its own measure)."""
+    prometheus = require("prometheus")
+    with simulator_process("--static", *["5"] * FLEET) as sim:
+        keys_dir = tmp_path / "keys"
+        keys_dir.mkdir()
+        for env_id, key in sim["environments"].items():
+            (keys_dir / env_id).write_text(key)
+        (tmp_path / "config.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "api": {"base_url": sim["url"], "max_requests_per_second": BUDGET},
+                    "scrape": {"mode": "background", "refresh_interval_seconds": REFRESH},
+                    "discovery": {
+                        "credentials": {"type": "api_key", "value_env": "ORG_KEY"},
+                        "environment_keys_dir": str(keys_dir),
+                    },
+                }
+            )
+        )
+        with contextlib.ExitStack() as stack:
+            urls = [
+                stack.enter_context(
+                    exporter_process(
+                        "--config.file",
+                        "config.yaml",
+                        "--shard.index",
+                        str(index),
+                        "--shard.total",
+                        str(SHARDS),
+                        env={"ORG_KEY": sim["api_key"]},
+                        cwd=tmp_path,
+                    )
+                )[0]
+                for index in range(SHARDS)
+            ]
+            prom_port = free_port()
+            (tmp_path / "prometheus.yml").write_text(
+                yaml.safe_dump(
+                    {
+                        "global": {"scrape_interval": "2s", "scrape_timeout": "2s"},
+                        "scrape_configs": [
+                            {
+                                "job_name": "anthropic-work",
+                                "static_configs": [{"targets": [u.removeprefix("http://") for u in urls]}],
+                            }
+                        ],
+                    }
+                )
+            )
+            args = [
+                prometheus,
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{prom_port}",
+            ]
+            stack.enter_context(running(args, tmp_path / "prom.log", f"http://127.0.0.1:{prom_port}/-/ready"))
+            api = f"http://127.0.0.1:{prom_port}/api/v1"
+            wait_for(
+                "every environment listed once, and scraped",
+                lambda: len(query(api, "anthropic_work_scrape_success == 1")) == FLEET,
+                timeout=120,
+            )
+            before = httpx.get(f"{sim['url']}/_sim/stats").json()
+            started = time.monotonic()
+            wait_for("a minute of scrapes", lambda: time.monotonic() - started >= 60, timeout=90)
+            after = httpx.get(f"{sim['url']}/_sim/stats").json()
+            elapsed = time.monotonic() - started
+            owners = query(api, "count by (environment_id) (anthropic_work_scrape_success)")
+            items = query(api, "anthropic_work_items")
+            slowest = query(api, 'max_over_time(scrape_duration_seconds{job="anthropic-work"}[1m])')
+            truths = {
+                env_id: httpx.get(f"{sim['url']}/_sim/truth", params={"environment_id": env_id}).json()[
+                    "items"
+                ]
+                for env_id in sim["environments"]
+            }
+    assert len(owners) == FLEET and {o["value"][1] for o in owners} == {"1"}
+    got = {(s["metric"]["environment_id"], s["metric"]["state"]): float(s["value"][1]) for s in items}
+    assert got == {(e, state): n for e, t in truths.items() for state, n in t.items()}
+    requests = sum(after["requests"].values()) - sum(before["requests"].values())
+    assert requests <= SHARDS * (BUDGET * elapsed + BUDGET)  # within every replica's budget and burst
+    assert requests >= SHARDS * 100 * 2 * (elapsed / REFRESH - 1)  # and really refreshing
+    # Answered from the latest results, inside the 2 s scrape timeout. The aim of 100 ms is not
+    # met yet: rendering a replica's 20,000 series takes longer than that here (see the README).
+    assert len(slowest) == SHARDS and all(float(s["value"][1]) < 2.0 for s in slowest), slowest
