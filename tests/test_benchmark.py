@@ -34,7 +34,8 @@ def test_the_benchmark_runs_at_smoke_size(tmp_path):
     for row in (
         "wall, exporter / floor",
         "CPU per item beyond the floor",
-        "ms/page vs pages x latency",
+        "one environment at 10 ms/page, exporter / floor",
+        "the same against pages x 10 ms",
         "peak RSS growth 1,000 -> 5,000 items",
     ):
         assert re.search(rf"^\| [^|]*{re.escape(row)}.* \| (yes|NO) \|$", out, re.M), row
