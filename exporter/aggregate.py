@@ -6,7 +6,7 @@ last pages of a long listing do not look younger than they are; a test passes
 whatever instants it likes. Memory is bounded by the number of states, buckets
 and metadata values, never by the number of items: states the exporter does not
 know are counted under their own names up to `max_unknown_states`, and past that
-under `OTHER_STATE`; metadata values likewise up to `max_values` per key.
+under `OTHER`; metadata values likewise up to `max_values` per key.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from .models import EVENT_FIELDS, HEARTBEAT_FIELD, HEARTBEAT_STATES, KNOWN_STATE
 
 # Where unknown states (and metadata values past the cap) go.
 OTHER = "__other__"
-OTHER_STATE = OTHER
 MISSING = "__missing__"  # an item without the metadata key
 MAX_UNKNOWN_STATES = 10
 # The timestamp fields whose unparseable values are counted.

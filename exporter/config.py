@@ -234,12 +234,6 @@ class Config:
     discovery: DiscoveryConfig | None = None
     stats_credentials: Credentials | None = None  # api.stats_credentials, for discovered environments
 
-    def environment(self, environment_id: str) -> Environment | None:
-        for env in self.environments:
-            if env.id == environment_id:
-                return env
-        return None
-
     def secrets(self) -> list[str]:
         """Every configured key, so that log lines can be scrubbed of them."""
         keys = [env.credentials.value.reveal() for env in self.environments]

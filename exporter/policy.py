@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -29,8 +28,6 @@ from typing import Protocol
 from .config import Environment
 from .engine import Engine, EnvironmentResult
 from .failures import Failure
-
-log = logging.getLogger("exporter.policy")
 
 
 class ResultStore:

@@ -9,7 +9,7 @@ exporter's own bug, which the engine reports as reason `internal`.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from ..config import Credentials, Environment
 
@@ -41,6 +41,3 @@ class Source(Protocol[T_co]):
         """The credentials this endpoint is asked with, for `env`."""
 
     async def collect(self, env: Environment, fetch: Fetch) -> T_co: ...
-
-
-Outcomes = Mapping[str, Any]
