@@ -78,9 +78,11 @@ class Targets:
         self._keys_stamp: tuple[int, ...] | None = None
         self._keys_checked = -1e18
         self._cache: tuple[tuple[int, int], list[Environment]] | None = None
+        # Hashed once: this is asked on every scrape.
+        self._configured = [env for env in config.environments if shard.owns(env.id)]
 
     def environments(self) -> list[Environment]:
-        configured = [env for env in self.config.environments if self.shard.owns(env.id)]
+        configured = self._configured
         if self.discovered is None or self.config.discovery is None:
             return configured
         self._refresh_keys()
