@@ -3,9 +3,9 @@
 A scrape takes the current runtime, computes its deadline from Prometheus's
 `X-Prometheus-Scrape-Timeout-Seconds` (defensively: garbage, negative, NaN,
 infinite or absurdly large values fall back to `scrape.timeout_seconds`), asks the
-refresh policy for results by then, and renders them with prometheus-client's own
-exposition (text or OpenMetrics by `Accept`, gzip by `Accept-Encoding`, `name[]`
-filters). A `name[]` filter that asks for no per-environment family lists nothing.
+refresh policy for results by then, and renders them (`exposition.py`: text or
+OpenMetrics by `Accept`, gzip by `Accept-Encoding`, `name[]` filters). A `name[]`
+filter that asks for no per-environment family lists nothing.
 
 Nothing upstream can make this answer anything but 200: failures are in the
 results. An exception here is the exporter's own bug; it is logged with its
@@ -23,13 +23,13 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-from prometheus_client import CollectorRegistry, make_asgi_app
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import Collector
 
 from . import __version__
 from .config import Environment, ScrapeConfig
 from .engine import EnvironmentResult
+from .exposition import Exposition
 from .policy import ResultStore
 from .runtime import Reloader, Runtime
 
@@ -42,8 +42,6 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 MIN_BUDGET_SECONDS = 0.1
 # Prometheus caps a scrape timeout at the scrape interval; anything past an hour is not a timeout.
 MAX_SCRAPE_TIMEOUT_SECONDS = 3600.0
-# The metric families of one scrape, given its results and the environments it covers.
-ScrapeCollectors = Callable[[Sequence[EnvironmentResult], list[str]], list[Collector]]
 
 
 def scrape_budget(header: str | None, scrape: ScrapeConfig) -> float:
@@ -62,14 +60,14 @@ class ExporterApp:
         self,
         reloader: Reloader,
         registry: CollectorRegistry,
-        collectors: ScrapeCollectors,
+        exposition: Exposition,
         store: ResultStore,
         *,
         demo: bool = False,
     ):
         self.reloader = reloader
         self.registry = registry  # the exporter's own metrics: shown on /metrics only
-        self.collectors = collectors  # the families of one scrape, from its results
+        self.exposition = exposition  # renders one scrape's results
         self.store = store  # the latest result per environment, for the landing page
         self.demo = demo
         # A name[] filter that asks only for these lists nothing upstream.
@@ -184,13 +182,16 @@ class ExporterApp:
             budget = scrape_budget(headers.get("x-prometheus-scrape-timeout-seconds"), runtime.config.scrape)
             deadline = asyncio.get_running_loop().time() + budget
             results = await runtime.policy.results(environments, deadline)
-        # auto_describe: the long-lived registry has no describe(), and name[] needs its names.
-        registry = CollectorRegistry(auto_describe=True)
-        for collector in self.collectors(results, [env.id for env in environments]):
-            registry.register(collector)
-        if own:
-            registry.register(self.registry)
-        await make_asgi_app(registry)(scope, receive, send)
+        response = self.exposition.render(
+            results,
+            [env.id for env in environments],
+            self.registry if own else None,
+            accept=headers.get("accept", ""),
+            accept_encoding=headers.get("accept-encoding", ""),
+            names=names,
+        )
+        extra = [("Content-Encoding", "gzip")] if response.gzipped else []
+        await _reply(send, scope, 200, response.body, [("Content-Type", response.content_type), *extra])
 
     def _landing_page(self, environments: Sequence[Environment]) -> str:
         rows = "".join(self._row(env) for env in environments)
@@ -223,13 +224,18 @@ class ExporterApp:
 
 
 def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    """Lower-cased names; a header sent more than once is one comma-separated list, as HTTP has it."""
+    out: dict[str, str] = {}
+    for k, v in scope.get("headers", []):
+        name, value = k.decode("latin-1").lower(), v.decode("latin-1")
+        out[name] = f"{out[name]},{value}" if name in out else value
+    return out
 
 
 async def _reply(
-    send: Send, scope: Scope, status: int, body: str, headers: list[tuple[str, str]] | None = None
+    send: Send, scope: Scope, status: int, body: str | bytes, headers: list[tuple[str, str]] | None = None
 ) -> None:
-    data = body.encode()
+    data = body.encode() if isinstance(body, str) else body
     headers = headers or [("Content-Type", "text/plain; charset=utf-8")]
     if not any(k.lower() == "content-type" for k, _ in headers):
         headers = [*headers, ("Content-Type", "text/plain; charset=utf-8")]

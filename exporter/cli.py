@@ -45,6 +45,7 @@ from .collectors.work import WorkCollector
 from .config import Config, ConfigError, load_config
 from .discovery import Discovery
 from .engine import Engine, EngineCounters, EnvironmentResult
+from .exposition import Exposition
 from .failures import FailureLog
 from .flow import FlowLedger
 from .logs import LEVELS, setup_logging
@@ -173,21 +174,34 @@ class Lasting:
     # Made once per process: loading the CA bundle for every reload would cost a
     # megabyte of memory and tens of milliseconds each time.
     upstream_tls: ssl.SSLContext = field(default_factory=httpx.create_ssl_context)
+    exposition: Exposition = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.exposition = Exposition(self.per_environment, self.live, self.ledger.mark)
 
     def forget_all_but(self, environment_ids: set[str]) -> None:
         """After a reload: drop what is kept for environments no longer watched."""
         self.store.forget_all_but(environment_ids)
         self.ledger.forget_all_but(environment_ids)
+        self.exposition.forget_all_but(environment_ids)
 
-    def collectors(self, results: Sequence[EnvironmentResult], environment_ids: list[str]) -> list[Collector]:
-        """The metric families of one scrape of `environment_ids`."""
+    def keep(self, result: EnvironmentResult) -> None:
+        """A listing's result as it ends: stored, and rendered ahead of the next scrape."""
+        self.store.put(result)
+        self.exposition.prepare(result)
+
+    def per_environment(self, results: Sequence[EnvironmentResult]) -> list[Collector]:
+        """The families that change only when an environment's listing ends (or its counters reset)."""
         return [
             WorkCollector(results),
             StatsCollector(results),
             ScrapeCollector(results, self.store.last_success),
-            FlowCollector(self.ledger, environment_ids),
-            EngineCountersCollector(self.counters, set(environment_ids)),
+            FlowCollector(self.ledger, [result.environment.id for result in results]),
         ]
+
+    def live(self, environment_ids: list[str]) -> list[Collector]:
+        """The families that change with every request."""
+        return [EngineCountersCollector(self.counters, set(environment_ids))]
 
 
 def build(config: Config, lasting: Lasting, shard: Shard) -> Served:
@@ -219,7 +233,7 @@ def build(config: Config, lasting: Lasting, shard: Shard) -> Served:
         failures=lasting.failures,
         redactor=redactor,
         budget=lasting.budget,
-        on_result=lasting.store.put,
+        on_result=lasting.keep,
     )
     targets = Targets(config, shard, lasting.discovered, on_key=redactor.add)
     discovery = None
@@ -304,7 +318,7 @@ async def run_exporter(
         forget=lasting.forget_all_but,
     )
     registry = build_registry(state, lasting, shard)
-    app = ExporterApp(reloader, registry, lasting.collectors, lasting.store, demo=demo)
+    app = ExporterApp(reloader, registry, lasting.exposition, lasting.store, demo=demo)
     server = HttpServer(app, sock, tls, limits or ServerLimits())
     await server.start()
     if on_started is not None:

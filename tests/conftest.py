@@ -15,8 +15,11 @@ from typing import Any, TypeVar
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from tools import require
 
+from exporter.engine import EnvironmentResult
+from exporter.exposition import Exposition
 from exporter.logs import setup_logging
 
 T = TypeVar("T")
@@ -157,6 +160,17 @@ def snapshot(registry: CollectorRegistry) -> CollectorRegistry:
     """Collect once (one scrape) and answer any number of get_sample_value calls from it."""
     frozen = CollectorRegistry()
     frozen.register(_Frozen(list(registry.collect())))
+    return frozen
+
+
+OPENMETRICS = "application/openmetrics-text;version=1.0.0"
+
+
+def served(exposition: Exposition, results: list[EnvironmentResult], environment_ids: list[str]):
+    """The OpenMetrics a /metrics answer would carry, parsed back (strictly) into a registry."""
+    response = exposition.render(results, environment_ids, None, accept=OPENMETRICS, accept_encoding="")
+    frozen = CollectorRegistry()
+    frozen.register(_Frozen(list(text_string_to_metric_families(response.body.decode()))))
     return frozen
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -25,8 +26,13 @@ API = "https://api.anthropic.com/v1/environments"
 KEY_ENV = {"ANTHROPIC_ENVIRONMENT_KEY": "env-key"}
 
 
-def config_for(*env_ids: str, yaml: str = "", environ: dict[str, str] | None = None) -> Config:
-    envs = "".join(f"  - id: {e}\n" for e in env_ids)
+def config_for(
+    *env_ids: str, yaml: str = "", environ: dict[str, str] | None = None, names: dict[str, str] | None = None
+) -> Config:
+    names = names or {}
+    envs = "".join(
+        f"  - id: {e}\n" + (f"    name: {json.dumps(names[e])}\n" if e in names else "") for e in env_ids
+    )
     return parse_config(f"{yaml}environments:\n{envs}", KEY_ENV if environ is None else environ)
 
 

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 
 import httpx
 import pytest
 import respx
-from conftest import NOW, page, run_virtual, snapshot, work
+from conftest import NOW, page, run_virtual, served, work
 from engine_kit import API, KEY_ENV, config_for, running_engine, work_source
 from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from exporter.cli import Lasting
 from exporter.config import BucketConfig, Config
+from exporter.engine import EnvironmentResult
+from exporter.exposition import MAX_FORMATS, Exposition
 from exporter.simulator import rfc3339
 from exporter.sources.stats import StatsSource
 
 BUCKETS = BucketConfig(heartbeat_age_seconds=(5.0, 30.0), state_age_seconds=(60.0, 600.0))
 
 
-def scrape(
+def listed(
     *env_ids: str,
     buckets: BucketConfig = BUCKETS,
     wall_clock=lambda: NOW,
@@ -27,12 +31,13 @@ def scrape(
     yaml: str = "",
     environ: dict[str, str] | None = None,
     stats: bool = False,
-) -> CollectorRegistry:
-    """One scrape of `env_ids` against respx; the registry a /metrics answer would be made from,
-    with the collectors the exporter itself uses. `api` adds lines to the api section."""
-    config = config_for(*env_ids, yaml="api:\n  max_retries: 0\n" + api + yaml, environ=environ)
+    lasting: Lasting | None = None,
+    names: dict[str, str] | None = None,
+) -> tuple[Lasting, list[EnvironmentResult]]:
+    """One listing of `env_ids` against respx, with what the exporter keeps between scrapes."""
+    config = config_for(*env_ids, yaml="api:\n  max_retries: 0\n" + api + yaml, environ=environ, names=names)
     config = Config(config.environments, config.api, config.scrape, buckets, config.breakdown)
-    lasting = Lasting()
+    lasting = lasting or Lasting()
     sources = [work_source(config, wall_clock, lasting.ledger)]
     if stats:
         sources.append(StatsSource(wall_clock))
@@ -43,11 +48,13 @@ def scrape(
         ) as engine:
             return await engine.scrape(config.environments, asyncio.get_running_loop().time() + 30)
 
-    results = run_virtual(go())
-    registry = CollectorRegistry(auto_describe=True)
-    for collector in lasting.collectors(results, list(env_ids)):
-        registry.register(collector)
-    return snapshot(registry)
+    return lasting, run_virtual(go())
+
+
+def scrape(*env_ids: str, **kw) -> CollectorRegistry:
+    """The numbers a /metrics answer for `env_ids` would show, parsed back from its OpenMetrics."""
+    lasting, results = listed(*env_ids, **kw)
+    return served(lasting.exposition, results, list(env_ids))
 
 
 def value(registry: CollectorRegistry, metric: str, **labels: str) -> float | None:
@@ -417,3 +424,151 @@ def test_health_check_work_is_counted_like_any_other():
     respx.get(f"{API}/env_a/work").mock(return_value=httpx.Response(200, json=page(items)))
     r = scrape("env_a")
     assert value(r, "anthropic_work_items", environment_id="env_a", state="queued") == 2
+
+
+# --- the exposition: each environment rendered once per result, spliced family by family
+
+ACCEPTS = {
+    "text": "",
+    "openmetrics": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    "openmetrics-0.0.1": "application/openmetrics-text;version=0.0.1",
+}
+
+
+def mock_fleet() -> None:
+    respx.get(f"{API}/env_a/work").mock(
+        return_value=httpx.Response(
+            200,
+            json=page(
+                [
+                    work("queued", age=30, metadata={"team": "search"}),
+                    work("active", age=100, heartbeat_age=2, metadata={"team": "ads"}),
+                    work("stopping", age=20, heartbeat_age=1),
+                ]
+            ),
+        )
+    )
+    respx.get(f"{API}/env_b/work").mock(return_value=httpx.Response(503))
+    respx.get(f"{API}/env_c/work").mock(
+        return_value=httpx.Response(200, json=page([work("starting", age=5)]))
+    )
+    for env_id in ("env_a", "env_b", "env_c"):
+        respx.get(f"{API}/{env_id}/work/stats").mock(
+            return_value=httpx.Response(200, json={"depth": 1, "pending": 0, "oldest_queued_at": None})
+        )
+
+
+def whole(lasting: Lasting, results: list[EnvironmentResult], accept: str) -> bytes:
+    """What prometheus-client renders for all the scrape's families in one registry."""
+    encoder, _ = choose_encoder(accept)
+    registry = CollectorRegistry()
+    for collector in [*lasting.per_environment(results), *lasting.live([r.environment.id for r in results])]:
+        registry.register(collector)
+    return encoder(registry)
+
+
+@pytest.mark.parametrize("accept", ACCEPTS.values(), ids=ACCEPTS.keys())
+@respx.mock
+def test_the_spliced_exposition_is_byte_for_byte_what_prometheus_client_renders(accept):
+    mock_fleet()
+    names = {"env_a": 'tricky "a"\n# HELP x y\\', "env_c": "# TYPE c gauge"}  # must not open a block
+    lasting, results = listed(
+        "env_a", "env_b", "env_c", stats=True, names=names, yaml="breakdown:\n  metadata_keys: [team]\n"
+    )
+    assert [r.success for r in results] == [True, False, True]
+    for _ in range(2):  # rendered, then from what was kept
+        response = lasting.exposition.render(
+            results, ["env_a", "env_b", "env_c"], None, accept=accept, accept_encoding=""
+        )
+        assert response.body == whole(lasting, results, accept)
+        assert response.content_type == choose_encoder(accept)[1]
+
+
+@pytest.mark.parametrize("accept", ACCEPTS.values(), ids=ACCEPTS.keys())
+def test_no_environments_still_shows_every_family(accept):
+    lasting = Lasting()
+    assert lasting.exposition.render([], [], None, accept=accept, accept_encoding="").body == whole(
+        lasting, [], accept
+    )
+
+
+@respx.mock
+def test_an_environment_is_rendered_again_only_when_its_result_or_its_counters_change():
+    mock_fleet()
+    lasting, first = listed("env_a", "env_c")
+    rendered: list[list[str]] = []
+
+    def per_environment(results):
+        rendered.append([r.environment.id for r in results])
+        return lasting.per_environment(results)
+
+    exposition = Exposition(per_environment, lasting.live, lasting.ledger.mark)
+    ids = ["env_a", "env_c"]
+    for accept in ("", "", ACCEPTS["openmetrics"], ACCEPTS["openmetrics"]):
+        exposition.render(first, ids, None, accept=accept, accept_encoding="")
+    assert rendered == [[], ["env_a"], ["env_c"], [], ["env_a"], ["env_c"]]  # once per format
+
+    rendered.clear()
+    _, (c_again,) = listed("env_c", lasting=lasting)  # a new result for env_c alone
+    served = exposition.render([first[0], c_again], ids, None, accept="", accept_encoding="")
+    assert rendered == [["env_c"]]
+    assert served.body == whole(lasting, [first[0], c_again], "")
+
+    rendered.clear()
+    listed("env_a", lasting=lasting)  # env_a's flow counters move on; its result served stays the old one
+    served = exposition.render([first[0], c_again], ids, None, accept="", accept_encoding="")
+    assert rendered == [["env_a"]]
+    assert served.body == whole(lasting, [first[0], c_again], "")
+
+
+@respx.mock
+def test_a_result_is_rendered_as_it_arrives_in_the_formats_scrapes_asked_for():
+    mock_fleet()
+    lasting, (first,) = listed("env_a")
+    rendered: list[str] = []
+
+    def per_environment(results):
+        rendered.extend(r.environment.id for r in results)
+        return lasting.per_environment(results)
+
+    exposition = Exposition(per_environment, lasting.live, lasting.ledger.mark)
+    exposition.render([first], ["env_a"], None, accept=ACCEPTS["openmetrics"], accept_encoding="")
+    _, (second,) = listed("env_a", lasting=lasting)
+    rendered.clear()
+    exposition.prepare(second)  # as the listing ends, before any scrape
+    assert rendered == ["env_a"]
+    served = exposition.render([second], ["env_a"], None, accept=ACCEPTS["openmetrics"], accept_encoding="")
+    assert rendered == ["env_a"]  # the scrape only spliced
+    assert served.body == whole(lasting, [second], ACCEPTS["openmetrics"])
+
+
+@respx.mock
+def test_formats_past_the_first_few_are_rendered_but_not_kept():
+    mock_fleet()
+    lasting, results = listed("env_a")
+    rendered: list[str] = []
+
+    def per_environment(results):
+        rendered.extend(r.environment.id for r in results)
+        return lasting.per_environment(results)
+
+    exposition = Exposition(per_environment, lasting.live, lasting.ledger.mark)
+    accepts = [f"application/openmetrics-text;version=1.0.{n}" for n in range(MAX_FORMATS + 3)]
+    for accept in accepts * 2:
+        served = exposition.render(results, ["env_a"], None, accept=accept, accept_encoding="")
+        assert served.content_type.startswith(f"application/openmetrics-text; version={accept[-5:]};")
+    assert len(rendered) == MAX_FORMATS + 2 * 3  # the first MAX_FORMATS once; the rest every time
+    _, (again,) = listed("env_a", lasting=lasting)
+    rendered.clear()
+    exposition.prepare(again)
+    assert rendered == ["env_a"] * MAX_FORMATS  # only the formats kept are rendered ahead
+
+
+@respx.mock
+def test_gzip_when_asked_and_only_then():
+    mock_fleet()
+    lasting, results = listed("env_a")
+    plain = lasting.exposition.render(results, ["env_a"], None, accept="", accept_encoding="")
+    packed = lasting.exposition.render(results, ["env_a"], None, accept="", accept_encoding="br, gzip;q=0.8")
+    assert not plain.gzipped and packed.gzipped
+    assert gzip.decompress(packed.body) == plain.body

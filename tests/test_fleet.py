@@ -288,6 +288,7 @@ def test_a_fleet_of_300_environments_on_three_background_shards_under_a_real_pro
             owners = query(api, "count by (environment_id) (anthropic_work_scrape_success)")
             items = query(api, "anthropic_work_items")
             slowest = query(api, 'max_over_time(scrape_duration_seconds{job="anthropic-work"}[1m])')
+            p90 = query(api, 'quantile_over_time(0.9, scrape_duration_seconds{job="anthropic-work"}[1m])')
             truths = {
                 env_id: httpx.get(f"{sim['url']}/_sim/truth", params={"environment_id": env_id}).json()[
                     "items"
@@ -300,6 +301,8 @@ def test_a_fleet_of_300_environments_on_three_background_shards_under_a_real_pro
     requests = sum(after["requests"].values()) - sum(before["requests"].values())
     assert requests <= SHARDS * (BUDGET * elapsed + BUDGET)  # within every replica's budget and burst
     assert requests >= SHARDS * 100 * 2 * (elapsed / REFRESH - 1)  # and really refreshing
-    # Answered from the latest results, inside the 2 s scrape timeout. The aim of 100 ms is not
-    # met yet: rendering a replica's 20,000 series takes longer than that here (see the README).
-    assert len(slowest) == SHARDS and all(float(s["value"][1]) < 2.0 for s in slowest), slowest
+    # Answered from results rendered as they arrived: 20,000 series per replica, timed by Prometheus
+    # (which counts its own parsing too) on a machine it shares with the simulator and the other
+    # replicas. Measured here: 90th percentile 58-80 ms, slowest 65-95 ms; before, 0.65 s.
+    assert len(p90) == SHARDS and all(float(s["value"][1]) < 0.1 for s in p90), p90
+    assert len(slowest) == SHARDS and all(float(s["value"][1]) < 0.5 for s in slowest), slowest
