@@ -22,8 +22,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
+import yaml
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -61,6 +63,7 @@ from .web import WebConfig, load_web_config
 # Listed as free in the Prometheus default port allocations when chosen.
 DEFAULT_PORT = 9723
 DEFAULT_LISTEN = f":{DEFAULT_PORT}"
+DEMO_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"  # a demo is for the machine it runs on
 
 log = logging.getLogger("exporter")
 
@@ -81,9 +84,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--web.listen-address",
         dest="listen",
-        default=DEFAULT_LISTEN,
         metavar="HOST:PORT",
-        help="address to serve on (default: %(default)s, all interfaces; 127.0.0.1:PORT for loopback only)",
+        help=f"address to serve on (default: {DEFAULT_LISTEN}, all interfaces; with --demo, {DEMO_LISTEN})",
     )
     p.add_argument(
         "--web.config.file",
@@ -121,7 +123,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="how many shards (replicas) share the environments (default: %(default)s)",
     )
     p.add_argument("--version", action="version", version=f"anthropic-work-exporter {__version__}")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.listen is None:
+        args.listen = DEMO_LISTEN if args.demo else DEFAULT_LISTEN
+    return args
 
 
 def parse_shard(index: str, total: int, hostname: str) -> Shard:
@@ -396,3 +401,16 @@ async def _serve_until_signalled(
     await run_exporter(
         sock, initial, load, stop, demo=demo, shard=shard, limits=limits, on_started=on_started
     )
+
+
+def healthcheck(cmdline_path: str = "/proc/1/cmdline") -> None:
+    """`python -m exporter.healthcheck`: exit 0 when the container's exporter answers, else 1."""
+    from .healthcheck import exporter_arguments, probe
+
+    cmdline = Path(cmdline_path).read_bytes().decode(errors="replace").split("\0")
+    try:
+        problem = probe(exporter_arguments([word for word in cmdline if word]))
+    except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable web config, bad flags
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem:
+        sys.exit(f"unhealthy: {problem}")

@@ -56,6 +56,11 @@ def running(
 
         def ready() -> bool:
             assert process.poll() is None, log.read_text()
+            if ready_url.startswith("tcp://"):  # TLS or basic auth: accepting connections is enough
+                host, port = ready_url.removeprefix("tcp://").rsplit(":", 1)
+                with contextlib.suppress(OSError), socket.create_connection((host, int(port)), timeout=1):
+                    return True
+                return False
             with contextlib.suppress(httpx.TransportError):
                 return httpx.get(ready_url, timeout=1).status_code == 200
             return False
@@ -81,13 +86,16 @@ def simulator_process(*args: str) -> Iterator[dict]:
 
 @contextlib.contextmanager
 def exporter_process(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, plain_http: bool = True
 ) -> Iterator[tuple[str, Path]]:
-    """The exporter CLI on a free port; yields its base URL and the path of its log."""
+    """The exporter CLI on a free port; yields its base URL and the path of its log.
+
+    Ready when /-/ready answers, or (not `plain_http`: TLS, basic auth) when it accepts connections."""
     port = free_port()
     log_path = Path(cwd or ".") / f"exporter-{port}.log"
     url = f"http://127.0.0.1:{port}"
     base = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
     command = [sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{port}", *args]
-    with running(command, log_path, f"{url}/-/ready", env={**base, **(env or {})}, cwd=cwd):
+    ready = f"{url}/-/ready" if plain_http else f"tcp://127.0.0.1:{port}"
+    with running(command, log_path, ready, env={**base, **(env or {})}, cwd=cwd):
         yield url, log_path

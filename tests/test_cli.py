@@ -17,7 +17,7 @@ import yaml
 from exposition import samples, value
 from processes import free_port, simulator_process, wait_for
 
-from exporter.cli import parse_listen_address
+from exporter.cli import parse_args, parse_listen_address
 from exporter.server import ServerLimits
 
 
@@ -117,6 +117,19 @@ def test_version_and_help():
 )
 def test_listen_addresses(value, expected):
     assert parse_listen_address(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "listen"),
+    [
+        ([], ":9723"),  # every interface
+        (["--demo"], "127.0.0.1:9723"),  # a demo stays on the machine it runs on
+        (["--demo", "--web.listen-address", ":8080"], ":8080"),
+        (["--web.listen-address=:1", "--web.listen-address=127.0.0.1:2"], "127.0.0.1:2"),  # the last wins
+    ],
+)
+def test_default_listen_address(argv, listen):
+    assert parse_args(argv).listen == listen
 
 
 @pytest.mark.parametrize("value", ["9723", "host:", "host:port", ":70000"])

@@ -1,0 +1,67 @@
+"""The image's HEALTHCHECK: does the exporter in this container answer?
+
+    python -m exporter.healthcheck
+
+It reads the exporter's own flags from its command line (PID 1's, after an init such
+as tini or catatonit if one runs first), so it follows `--web.listen-address` and
+`--web.config.file`: plain HTTP or TLS, whichever the exporter serves. Over TLS the
+certificate is not checked: this is the container asking its own process over
+loopback, and the certificate names a host the container need not know. With basic
+auth, a 401 counts as an answer: it proves the server is up, and the image holds no
+password to send.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+from pathlib import Path
+
+import yaml
+
+TIMEOUT_SECONDS = 4.0
+ENTRY_POINTS = ("exporter", "anthropic-work-exporter")
+
+
+def exporter_arguments(cmdline: list[str]) -> list[str]:
+    """The exporter's flags from a command line such as `python -m exporter ...` or `tini -- ...`."""
+    for i, word in enumerate(cmdline):
+        if (word in ENTRY_POINTS and cmdline[i - 1 : i] == ["-m"]) or Path(word).name == ENTRY_POINTS[1]:
+            return cmdline[i + 1 :]
+    return []
+
+
+def probe(argv: list[str]) -> str | None:
+    """None when /-/healthy answers; otherwise what went wrong, in one line."""
+    from .cli import parse_args, parse_listen_address  # here, not at import: the check starts fast
+
+    args = parse_args(argv)
+    host, port = parse_listen_address(args.listen)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(host, host.strip("[]"))
+    tls = False
+    if args.web_config:
+        with open(args.web_config, encoding="utf-8") as f:
+            tls = bool((yaml.safe_load(f) or {}).get("tls_server_config"))
+    connection: http.client.HTTPConnection
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # see the module's docstring
+        connection = http.client.HTTPSConnection(host, port, timeout=TIMEOUT_SECONDS, context=context)
+    else:
+        connection = http.client.HTTPConnection(host, port, timeout=TIMEOUT_SECONDS)
+    url = f"{'https' if tls else 'http'}://{host}:{port}/-/healthy"
+    try:
+        connection.request("GET", "/-/healthy")
+        status = connection.getresponse().status
+    except (OSError, http.client.HTTPException) as exc:  # refused, timed out, not HTTP: not serving
+        return f"{url}: {type(exc).__name__}: {exc}"
+    finally:
+        connection.close()
+    return None if status in (200, 401) else f"{url}: HTTP {status}"
+
+
+if __name__ == "__main__":
+    from .cli import healthcheck
+
+    healthcheck()
