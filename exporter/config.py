@@ -193,7 +193,7 @@ class ScrapeConfig:
     refresh_interval_seconds: float = 60.0  # background: how often each environment is listed
     timeout_seconds: float = 10.0
     timeout_offset_seconds: float = 0.5
-    concurrency: int = 8
+    concurrency: int = 32  # measured: benchmarks/fleet.py, docs/design.md
     # How far the API's clock may run behind ours without a transition being missed.
     clock_skew_seconds: float = 60.0
 

@@ -42,3 +42,28 @@ def test_the_benchmark_runs_at_smoke_size(tmp_path):
     figures = json.loads((tmp_path / "r.json").read_text())
     assert figures["plain"]["items"] == 900 and figures["plain"]["floor_wall"] > 0
     assert [m["items"] for m in figures["memory"]] == [1_000, 5_000]
+
+
+@pytest.mark.slow
+def test_the_fleet_benchmark_runs_at_smoke_size():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "fleet.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert [int(n) for n in re.findall(r"^\| (\d+) \| [\d.]+ s \| [\d.]+x \| [\d.]+ s \|$", out, re.M)] == [
+        1,
+        2,
+        6,
+    ]
+    assert "background: 20 environments x 10 items, refreshed every 2 s, 20 listed" in out
+    for row in (
+        "RSS at the end of each cycle",
+        "growth after the second cycle",
+        "scrape (OpenMetrics, gzip)",
+    ):
+        assert re.search(rf"^\| {re.escape(row)}.* \| .+ \|$", out, re.M), row

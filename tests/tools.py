@@ -15,13 +15,17 @@ PACKAGES = {
     "amtool": "prometheus-alertmanager",
     "openssl": "openssl",
 }
+# Not a Debian package: Kubernetes publishes it (https://kubernetes.io/docs/tasks/tools/).
+ELSEWHERE = {"kubectl": "kubectl 1.27 or newer, with its built-in kustomize"}
 
 
 def require(binary: str) -> str:
     path = shutil.which(binary)
     if path is None:
         message = (
-            f"{binary} is not installed (Debian package {PACKAGES.get(binary, binary)}; "
+            f"{binary} is not installed (install {ELSEWHERE[binary]})"
+            if binary in ELSEWHERE
+            else f"{binary} is not installed (Debian package {PACKAGES.get(binary, binary)}; "
             "./scripts/test.sh installs it when run as root)"
         )
         if os.environ.get("CI") == "true":

@@ -109,6 +109,9 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a hundred environments connecting at once
+    # overflowed it, and the connections past it waited for SYN retransmits (1 s, 3 s).
+    request_queue_size = 1024
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], OSError):  # a client that hung up: what clients do
