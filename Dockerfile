@@ -25,7 +25,7 @@ EXPOSE 9723
 # Follows the exporter's own --web.listen-address and --web.config.file (TLS, basic auth).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
   CMD ["python", "-m", "exporter.healthcheck"]
-# In a container, every interface (the port is published or not by the runtime); a later
-# --web.listen-address wins.
-ENTRYPOINT ["python", "-m", "exporter", "--web.listen-address=:9723"]
-CMD ["--config.file=/etc/anthropic-work-exporter/config.yaml"]
+# The defaults for a container: every interface (the runtime publishes the port or not)
+# and the config where the run mounts it. Flags after the image name come later and win.
+ENTRYPOINT ["python", "-m", "exporter", "--web.listen-address=:9723", \
+            "--config.file=/etc/anthropic-work-exporter/config.yaml"]

@@ -34,6 +34,10 @@ def container(*args: str, run: tuple[str, ...] = ()) -> Iterator[str]:
     podman("run", "-d", "--name", name, *run, IMAGE, *args)
     try:
         yield name
+    except BaseException:
+        logs = podman("logs", name, check=False)
+        print(f"podman logs {name}:\n{logs.stdout}{logs.stderr}")  # pytest shows it with the failure
+        raise
     finally:
         podman("rm", "-f", "-t", "0", name, check=False)
 
@@ -65,9 +69,10 @@ def test_demo_serves_metrics_as_a_user_that_is_not_root_and_the_healthcheck_foll
         assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
         assert podman("exec", name, "id", "-g").stdout.strip() != "0"
         assert healthy(name)
-        podman("exec", name, "sh", "-c", "kill -STOP 1")  # it stops serving, the container stays
+        # From outside: inside its namespace, PID 1 ignores signals it has no handler for.
+        podman("kill", "--signal", "STOP", name)  # it stops serving, the container stays
         assert not healthy(name)
-        podman("exec", name, "sh", "-c", "kill -CONT 1")
+        podman("kill", "--signal", "CONT", name)
         wait_for("healthy again", lambda: healthy(name), timeout=30)
 
 
