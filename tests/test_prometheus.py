@@ -1,4 +1,4 @@
-"""Proof with the real programs: Prometheus scrapes `--demo`, every dashboard query returns data,
+"""Proof with the real programs: Prometheus scrapes `--demo`, every dashboard and README query returns data,
 and a stale-heartbeat alert goes through a real Alertmanager to a webhook on loopback.
 
 The demo's dying-workers environment is where the stale heartbeat happens: its
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -229,3 +230,35 @@ def test_a_stale_heartbeat_alert_reaches_alertmanager_and_the_webhook(stack):
         if a["labels"].get("environment_id") == DEMO_ENVS[0] and "StaleHeartbeat" in a["labels"]["alertname"]
     ]
     assert busy == []
+
+
+def readme_queries() -> list[str]:
+    """Every query in the README's ```promql blocks; an indented line, or one that starts with
+    an operator, continues the query above it."""
+    queries: list[str] = []
+    for block in re.findall(r"```promql\n(.*?)```", (ROOT / "README.md").read_text(), re.S):
+        for n, line in enumerate(block.splitlines()):
+            continues = n > 0 and (line[:1].isspace() or re.match(r"(-|\+|/|\*|and |or |unless )", line))
+            if continues:
+                queries[-1] += "\n" + line
+            elif line.strip():
+                queries.append(line)
+    return queries
+
+
+README_QUERIES = readme_queries()
+# A comparison or a set operator filters (label matchers aside): the demo may have nothing to show.
+FILTERS = re.compile(r"==|!=|[<>]=?\s*\d|\b(and|unless)\b")
+
+
+@pytest.mark.parametrize("expr", README_QUERIES, ids=[q.split("\n")[0][:50] for q in README_QUERIES])
+def test_every_readme_query_runs_on_a_real_prometheus_with_data(stack, expr):
+    result = query(stack["api"], expr)  # asserts that Prometheus accepted it
+    if not FILTERS.search(re.sub(r"\{[^}]*\}", "", expr)):
+        assert result, f"no data for the README's query:\n{expr}"
+    for name in set(re.findall(r"\banthropic_work_[a-z0-9_]+", expr)):
+        assert query(stack["api"], f"count({name})"), f"{name} has no series"
+
+
+def test_the_readme_has_queries_to_check():
+    assert len(README_QUERIES) >= 15 and any("ignoring (le)" in q for q in README_QUERIES)
