@@ -261,22 +261,47 @@ def parse_config(
     base_dir: Path | None = None,
 ) -> Config:
     """Validate YAML text; `environ` is where `value_env` names are looked up."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark is not None else source
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
-    checker = _Checker(source, _line_index(node), environ, base_dir or Path("."))
-    for line, key in _duplicate_keys(node):  # legal YAML that silently drops a value
-        checker.problems.append(f"{source}:{line}: {key}: duplicate key")
-    config = checker.config(data)
-    if checker.problems:
-        raise ConfigError(sorted(checker.problems, key=_line_of))
+    document = YamlDocument(text, source)
+    checker = _Checker(document, environ, base_dir or Path("."))
+    config = checker.config(document.data)
+    document.raise_problems()
     assert config is not None
     return config
+
+
+class YamlDocument:
+    """A YAML file's data, and problems that say where: `file:LINE: key.path: what is wrong`.
+
+    Invalid YAML raises ConfigError at once; duplicate keys (legal YAML that silently
+    drops a value) are problems from the start. The main config and the web config
+    are both checked with it.
+    """
+
+    def __init__(self, text: str, source: str):
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            self.data: Any = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{source}:{mark.line + 1}" if mark is not None else source
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
+        self.source = source
+        self.lines = _line_index(node)
+        self.problems = [f"{source}:{line}: {key}: duplicate key" for line, key in _duplicate_keys(node)]
+
+    def problem(self, path: str, message: str) -> None:
+        line = self.lines.get(path)
+        if line is None:  # a missing key: point at its parent
+            parent = path.rsplit(".", 1)[0] if "." in path else ""
+            line = self.lines.get(parent)
+        where = f"{self.source}:{line}" if line else self.source
+        self.problems.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+
+    def raise_problems(self) -> None:
+        """Raise ConfigError with every problem, in line order, if there is any."""
+        if self.problems:
+            raise ConfigError(sorted(self.problems, key=_line_of))
 
 
 def _line_of(problem: str) -> int:
@@ -331,20 +356,14 @@ _Check = Callable[[Any], str | None]
 class _Checker:
     """Walks the parsed YAML once, building the Config and collecting problems."""
 
-    def __init__(self, source: str, lines: dict[str, int], environ: Mapping[str, str], base_dir: Path):
-        self.source = source
-        self.lines = lines
+    def __init__(self, document: YamlDocument, environ: Mapping[str, str], base_dir: Path):
+        self.document = document
+        self.problems = document.problems  # the same list: read to tell whether a check added one
         self.environ = environ
         self.base_dir = base_dir
-        self.problems: list[str] = []
 
     def problem(self, path: str, message: str) -> None:
-        line = self.lines.get(path)
-        if line is None:  # a missing key: point at its parent
-            parent = path.rsplit(".", 1)[0] if "." in path else ""
-            line = self.lines.get(parent)
-        where = f"{self.source}:{line}" if line else self.source
-        self.problems.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
+        self.document.problem(path, message)
 
     # -- generic shape checks ------------------------------------------------
 

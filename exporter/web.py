@@ -27,9 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
-import yaml
 
-from .config import ConfigError
+from .config import ConfigError, YamlDocument
 
 CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
@@ -120,42 +119,44 @@ def _bcrypt_cost(hashed: bytes) -> int:
 
 
 def load_web_config(path: str | Path) -> WebConfig:
-    """Parse and check a web config file; ConfigError names each bad key."""
+    """Parse and check a web config file; ConfigError lists every problem as `file:LINE: key: what`."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read web config: {exc.strerror}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: invalid YAML: {exc}"]) from None
-    problems: list[str] = []
-
-    def bad(key: str, message: str) -> None:
-        problems.append(f"{path}: {key}: {message}")
-
-    data = data or {}
+    document = YamlDocument(text, str(path))
+    data = document.data or {}
     if not isinstance(data, dict):
-        raise ConfigError([f"{path}: must be a mapping"])
+        document.problem("", "must be a mapping")
+        document.raise_problems()
     for key in data:
         if key not in ("tls_server_config", "basic_auth_users"):
-            bad(key, "unknown or unsupported key (supported: tls_server_config, basic_auth_users)")
-    context = _tls_context(data.get("tls_server_config"), path.parent, bad)
+            supported = "tls_server_config, basic_auth_users"
+            document.problem(key, f"unknown or unsupported key (supported: {supported})")
+    context = _tls_context(data.get("tls_server_config"), path.parent, document.problem)
     auth = None
     users = data.get("basic_auth_users")
     if users is not None:
         if not isinstance(users, dict) or not users:
-            bad("basic_auth_users", "must map user names to bcrypt hashes")
+            document.problem("basic_auth_users", "must map user names to bcrypt hashes")
         else:
             for user, hashed in users.items():
                 if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-                    bad(f"basic_auth_users.{user}", "must be a bcrypt hash ($2a$, $2b$ or $2y$)")
+                    document.problem(f"basic_auth_users.{user}", "must be a bcrypt hash ($2a$, $2b$ or $2y$)")
             auth = BasicAuth({str(u): str(h) for u, h in users.items()})
-    if problems:
-        raise ConfigError(problems)
+    document.raise_problems()
     return WebConfig(ssl_context=context, basic_auth=auth)
 
 
-def _tls_context(raw: Any, base: Path, bad) -> ssl.SSLContext | None:
+def _reason(exc: OSError | ssl.SSLError) -> str:
+    """`[Errno 2] No such file or directory` -> `No such file or directory`; SSL reasons as they are."""
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    return exc.strerror or str(exc)
+
+
+def _tls_context(raw: Any, base: Path, bad: Callable[[str, str], None]) -> ssl.SSLContext | None:
     if raw is None:
         return None
     if not isinstance(raw, dict):
@@ -187,16 +188,20 @@ def _tls_context(raw: Any, base: Path, bad) -> ssl.SSLContext | None:
                 bad(f"tls_server_config.{field}", f"must be one of {', '.join(TLS_VERSIONS)}")
                 return None
             setattr(context, attr, TLS_VERSIONS[raw[field]])
+    for field in ("cert_file", "key_file"):
+        if not (base / raw[field]).is_file():
+            bad(f"tls_server_config.{field}", f"no such file: {base / raw[field]}")
+            return None
     try:
         context.load_cert_chain(base / cert, base / key)
-    except (OSError, ssl.SSLError) as exc:
-        bad("tls_server_config.cert_file", f"cannot load certificate and key: {exc}")
+    except (OSError, ssl.SSLError) as exc:  # unreadable, not PEM, or a key that does not match
+        bad("tls_server_config.cert_file", f"cannot load {base / cert} with {base / key}: {_reason(exc)}")
         return None
     context.verify_mode = CLIENT_AUTH[auth_type]
     if ca:
         try:
             context.load_verify_locations(cafile=base / ca)
         except (OSError, ssl.SSLError) as exc:
-            bad("tls_server_config.client_ca_file", f"cannot load: {exc}")
+            bad("tls_server_config.client_ca_file", f"cannot load {base / ca}: {_reason(exc)}")
             return None
     return context

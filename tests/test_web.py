@@ -328,21 +328,43 @@ def test_a_failed_tls_handshake_is_one_log_line(pki, client, reason):
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("basic_auth_users:\n  prom: plaintext\n", "basic_auth_users.prom: must be a bcrypt hash"),
-        ("tls_server_config:\n  cert_file: x.crt\n", "tls_server_config: needs both cert_file and key_file"),
+        ("basic_auth_users:\n  prom: plaintext\n", ["2: basic_auth_users.prom: must be a bcrypt hash"]),
+        (
+            "tls_server_config:\n  cert_file: x.crt\n",
+            ["1: tls_server_config: needs both cert_file and key_file"],
+        ),
         (
             "tls_server_config: {cert_file: a, key_file: b, client_auth_type: Maybe}\n",
-            "tls_server_config.client_auth_type: must be one of",
+            ["1: tls_server_config.client_auth_type: must be one of"],
         ),
-        ("tls_server_config: {cert_file: a, key_file: b}\n", "tls_server_config.cert_file: cannot load"),
-        ("http_server_config: {http2: true}\n", "http_server_config: unknown or unsupported key"),
+        (
+            "tls_server_config:\n  cert_file: a.crt\n  key_file: b\n",
+            ["2: tls_server_config.cert_file: no such file: {dir}/a.crt"],
+        ),
+        (
+            "tls_server_config:\n  cert_file: web.yml\n  key_file: web.yml\n",
+            ["2: tls_server_config.cert_file: cannot load {dir}/web.yml with {dir}/web.yml: "],
+        ),
+        (
+            "http_server_config: {http2: true}\nbasic_auth_users: []\nbasic_auth_users: {}\n",
+            [
+                "1: http_server_config: unknown or unsupported key",
+                "3: basic_auth_users: duplicate key",  # the value kept is the last one, {}
+                "3: basic_auth_users: must map user names to bcrypt hashes",
+            ],
+        ),
+        ("tls_server_config: [\n", ["2: invalid YAML: "]),
     ],
 )
-def test_web_config_errors_name_the_key(tmp_path, text, expected):
+def test_web_config_errors_give_file_line_and_key_in_line_order(tmp_path, text, expected):
+    """Checked as the main config is: every problem at once, `file:LINE: key: what`, files named."""
     (tmp_path / "web.yml").write_text(text)
     with pytest.raises(ConfigError) as info:
         load_web_config(tmp_path / "web.yml")
-    assert any(expected in p for p in info.value.problems), info.value.problems
+    problems = info.value.problems
+    assert len(problems) == len(expected), problems
+    for problem, start in zip(problems, expected, strict=True):
+        assert problem.startswith(f"{tmp_path / 'web.yml'}:" + start.format(dir=tmp_path)), problems
 
 
 def test_name_filters_reach_the_exposition():
