@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
+import subprocess
+import sys
 from datetime import datetime
 
 import pytest
@@ -407,3 +410,20 @@ def test_the_environments_listing_pages_and_leaves_archived_ones_out_unless_aske
     _, everything = environments(sim, {"authorization": f"Bearer {API_KEY}"}, include_archived="true")
     assert [e["archived_at"] is not None for e in everything["data"]] == [False, True, False, False, False]
     assert environments(sim, {"authorization": f"Bearer {envs[0].key}"})[0] == 401  # an API key only
+
+
+def test_a_busy_port_is_one_line_not_a_traceback():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        run = subprocess.run(
+            [sys.executable, "-m", "exporter.simulator", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert run.returncode == 1
+    assert run.stderr == (
+        f"python -m exporter.simulator: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )

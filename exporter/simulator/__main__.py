@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         envs = demo_environments()
     sim = Simulator(envs, max_page_size=args.max_page_size)
-    server = serve(sim, args.host, args.port)
+    try:
+        server = serve(sim, args.host, args.port)
+    except OSError as exc:  # a busy port, an address this host does not have: one line, no traceback
+        p.exit(1, f"{p.prog}: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}\n")
     print(
         json.dumps(
             {
