@@ -69,5 +69,7 @@ echo "# a change" >>"$work/context/exporter/__init__.py"
 "${build[@]}" -t "$IMAGE-changed" "$work/context" >"$work/rebuild.log" 2>&1 || { cat "$work/rebuild.log"; exit 1; }
 podman rmi "$IMAGE-changed" >/dev/null
 
+PY=python3
+[ -x .venv/bin/python ] && PY=.venv/bin/python  # where scripts/test.sh made one
 TEST_IMAGE="$IMAGE" TEST_IMAGE_REBUILD_LOG="$work/rebuild.log" \
-  python3 -m pytest -q -p no:cacheprovider tests/test_image.py
+  "$PY" -m pytest -q -p no:cacheprovider tests/test_image.py

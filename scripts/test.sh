@@ -17,8 +17,29 @@ if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/de
   fi
 fi
 
-python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
-python3 -m ruff check .
-python3 -m ruff format --check .
-python3 -m mypy
-python3 -m pytest "$@"
+# A stock Debian or Ubuntu Python refuses pip installs outside a virtual environment
+# (PEP 668, "externally managed"): there, the tests run in .venv, made here once.
+PY=python3
+if python3 -c 'import os, sys, sysconfig
+managed = os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
+sys.exit(0 if managed and sys.prefix == sys.base_prefix else 1)'; then
+  if [ ! -x .venv/bin/python ] && ! python3 -m venv .venv 2>/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "installing Debian package python3-venv"
+      rm -rf .venv
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+      python3 -m venv .venv
+    else
+      echo "this Python is externally managed and cannot make a venv: install python3-venv" >&2
+      exit 1
+    fi
+  fi
+  PY=.venv/bin/python
+  echo "externally managed Python: testing in .venv"
+fi
+
+"$PY" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+"$PY" -m ruff check .
+"$PY" -m ruff format --check .
+"$PY" -m mypy
+"$PY" -m pytest "$@"
