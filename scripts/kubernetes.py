@@ -56,7 +56,8 @@ def main() -> None:
     if not args.check:
         TARGET.write_text(made)
     elif not TARGET.exists() or TARGET.read_text() != made:
-        sys.exit(f"{TARGET.relative_to(ROOT)} is not what {RULES.relative_to(ROOT)} makes: run scripts/kubernetes.py")
+        target, rules = TARGET.relative_to(ROOT), RULES.relative_to(ROOT)
+        sys.exit(f"{target} is not what {rules} makes: run scripts/kubernetes.py")
 
 
 if __name__ == "__main__":
