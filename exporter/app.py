@@ -196,14 +196,27 @@ class ExporterApp:
     def _landing_page(self, environments: Sequence[Environment]) -> str:
         rows = "".join(self._row(env) for env in environments)
         demo = " <strong>Demo mode</strong>: a built-in simulated API." if self.demo else ""
+        families = [*self.exposition.families(), *self.registry.collect()]
+        metrics = "".join(
+            f"<tr><td><code>{html.escape(m.name)}</code></td><td>{html.escape(m.type)}</td>"
+            f"<td>{html.escape(m.documentation)}</td></tr>"
+            for m in sorted(families, key=lambda m: m.name)
+        )
         return (
             "<!doctype html><html><head><title>anthropic-work-exporter</title></head><body>"
             f"<h1>anthropic-work-exporter {html.escape(__version__)}</h1><p>Work items of Anthropic "
             f"Managed Agents self-hosted environments, for Prometheus.{demo}</p><ul>"
-            '<li><a href="/metrics">/metrics</a>: every configured environment</li>'
-            '<li><a href="/-/healthy">/-/healthy</a>, <a href="/-/ready">/-/ready</a></li></ul>'
-            "<table><tr><th>environment</th><th>name</th><th>last listing</th></tr>"
-            f"{rows}</table></body></html>\n"
+            '<li><a href="/metrics">/metrics</a>: every environment this exporter watches, and its own '
+            "metrics; <code>/probe?environment_id=…</code>: one environment</li>"
+            '<li><a href="/-/healthy">/-/healthy</a>, <a href="/-/ready">/-/ready</a>; '
+            "<code>POST /-/reload</code> reloads the config</li>"
+            f"<li>Documentation: the README and <code>docs/</code> of version {html.escape(__version__)}; "
+            'the web config format: <a href="https://github.com/prometheus/exporter-toolkit/blob/master/'
+            'docs/web-configuration.md">exporter-toolkit</a></li></ul>'
+            "<h2>Environments</h2><table><tr><th>environment</th><th>name</th><th>last listing</th></tr>"
+            f"{rows}</table>"
+            "<h2>Metrics</h2><table><tr><th>family</th><th>type</th><th>meaning</th></tr>"
+            f"{metrics}</table></body></html>\n"
         )
 
     def _row(self, env: Environment) -> str:

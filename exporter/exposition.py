@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from .engine import EnvironmentResult
@@ -102,6 +103,10 @@ class Exposition:
         if gzip_accepted(accept_encoding):
             return Response(content_type, gzip.compress(body, compresslevel=GZIP_LEVEL), True)
         return Response(content_type, body, False)
+
+    def families(self) -> list[Metric]:
+        """Every per-environment family, empty: names, types and help texts (for the landing page)."""
+        return [m for c in [*self.per_environment([]), *self.live([])] for m in c.collect()]
 
     def prepare(self, result: EnvironmentResult) -> None:
         """Render a new result now, in every format kept, so that the next scrape only splices it."""

@@ -173,6 +173,14 @@ def test_health_readiness_and_landing_page():
     assert '<a href="/metrics">' in landing.text and "/probe?environment_id=env_a" in landing.text
     assert "<td>not listed yet</td>" in before.text
     assert "<td>ok at 20" in landing.text
+    assert "<h1>anthropic-work-exporter 0.1.0</h1>" in landing.text
+    for family in (
+        "anthropic_work_items",
+        "anthropic_work_transitions",
+        "anthropic_work_exporter_build_info",
+    ):
+        assert f"<tr><td><code>{family}</code></td>" in landing.text  # with its type and help
+    assert "<td>gaugehistogram</td><td>Seconds in the current state" in landing.text
     assert missing.status_code == 404
     assert (posted.status_code, posted.headers["allow"]) == (405, "GET, HEAD")
     assert (reload_by_get.status_code, reload_by_get.headers["allow"]) == (405, "POST, PUT")
