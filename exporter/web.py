@@ -7,7 +7,7 @@
       client_auth_type: RequireAndVerifyClientCert
       min_version: TLS12
     basic_auth_users:
-      prometheus: $2y$10$...               # bcrypt hash, as `htpasswd -nBC 10 ""` prints
+      prometheus: $2y$10$...               # a bcrypt hash (the README shows how to make one)
 
 Checking a bcrypt hash is deliberately slow (tens of milliseconds), so a
 successful check is remembered, keyed by a SHA-256 of user, password and hash,
