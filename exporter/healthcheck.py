@@ -20,13 +20,14 @@ from pathlib import Path
 import yaml
 
 TIMEOUT_SECONDS = 4.0
-ENTRY_POINTS = ("exporter", "anthropic-work-exporter")
+SCRIPT = "anthropic-work-exporter"
 
 
 def exporter_arguments(cmdline: list[str]) -> list[str]:
     """The exporter's flags from a command line such as `python -m exporter ...` or `tini -- ...`."""
     for i, word in enumerate(cmdline):
-        if (word in ENTRY_POINTS and cmdline[i - 1 : i] == ["-m"]) or Path(word).name == ENTRY_POINTS[1]:
+        as_module = word == "exporter" and cmdline[i - 1 : i] == ["-m"]  # python -m exporter
+        if as_module or Path(word).name == SCRIPT:  # the console script
             return cmdline[i + 1 :]
     return []
 
