@@ -185,8 +185,9 @@ def test_each_fault_leaves_the_other_environments_exact_and_the_answer_on_time(
     stack, fault, settings, success, reason
 ):
     faulty = stack["envs"][1]  # the 250-item environment: several pages
+    # The simulator makes a gzip bomb as the fault is set (5 s for 1 GiB here), not during the scrape.
     httpx.post(
-        f"{stack['sim']}/_sim/faults", params={"environment_id": faulty}, json=settings
+        f"{stack['sim']}/_sim/faults", params={"environment_id": faulty}, json=settings, timeout=60
     ).raise_for_status()
     try:
         response, early, late = scrape_with_truth(stack)
