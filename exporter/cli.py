@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import yaml
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -410,7 +409,9 @@ def healthcheck(cmdline_path: str = "/proc/1/cmdline") -> None:
     cmdline = Path(cmdline_path).read_bytes().decode(errors="replace").split("\0")
     try:
         problem = probe(exporter_arguments([word for word in cmdline if word]))
-    except (OSError, ValueError, yaml.YAMLError) as exc:  # unreadable web config, bad flags
-        problem = f"{type(exc).__name__}: {exc}"
+    except ConfigError as exc:  # the web config cannot be read or is wrong
+        problem = "; ".join(exc.problems)
+    except ValueError as exc:  # bad flags
+        problem = str(exc)
     if problem:
         sys.exit(f"unhealthy: {problem}")

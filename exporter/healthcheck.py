@@ -17,8 +17,6 @@ import http.client
 import ssl
 from pathlib import Path
 
-import yaml
-
 TIMEOUT_SECONDS = 4.0
 SCRIPT = "anthropic-work-exporter"
 
@@ -35,14 +33,13 @@ def exporter_arguments(cmdline: list[str]) -> list[str]:
 def probe(argv: list[str]) -> str | None:
     """None when /-/healthy answers; otherwise what went wrong, in one line."""
     from .cli import parse_args, parse_listen_address  # here, not at import: the check starts fast
+    from .web import load_web_config
 
     args = parse_args(argv)
     host, port = parse_listen_address(args.listen)
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(host, host.strip("[]"))
-    tls = False
-    if args.web_config:
-        with open(args.web_config, encoding="utf-8") as f:
-            tls = bool((yaml.safe_load(f) or {}).get("tls_server_config"))
+    # The exporter's own reading of its web config: TLS exactly when the exporter serves it.
+    tls = bool(args.web_config) and load_web_config(args.web_config).ssl_context is not None
     connection: http.client.HTTPConnection
     if tls:
         context = ssl.create_default_context()

@@ -60,3 +60,10 @@ def test_the_entry_point_exits_1_with_the_reason(tmp_path):
         SystemExit, match=r"^unhealthy: http://127\.0\.0\.1:1/-/healthy: ConnectionRefusedError"
     ):
         healthcheck(str(tmp_path / "cmdline"))
+
+
+def test_a_web_config_it_cannot_read_is_unhealthy_and_says_which(tmp_path):
+    cmdline = f"python\0-m\0exporter\0--web.config.file={tmp_path / 'missing.yml'}\0"
+    (tmp_path / "cmdline").write_text(cmdline)
+    with pytest.raises(SystemExit, match=r"^unhealthy: .*missing\.yml: cannot read web config"):
+        healthcheck(str(tmp_path / "cmdline"))
