@@ -67,7 +67,7 @@ echo "test-image: building $IMAGE"
 # seen before would be taken from cache too, which is not what this checks.
 mkdir "$work/context"
 git ls-files -z -- pyproject.toml README.md Dockerfile .dockerignore exporter | xargs -0 cp --parents -t "$work/context"
-echo "# a change, $(date -u +%Y%m%dT%H%M%S.%N) $(od -An -N8 -tx8 /dev/urandom | tr -d ' ')" >>"$work/context/exporter/__init__.py"
+echo "# a change, $(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')" >>"$work/context/exporter/__init__.py"
 "${build[@]}" -t "$IMAGE-changed" "$work/context" >"$work/rebuild.log" 2>&1 || { cat "$work/rebuild.log"; exit 1; }
 podman rmi "$IMAGE-changed" >/dev/null
 
