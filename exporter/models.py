@@ -4,10 +4,17 @@ A listing page is `{"data": [work, ...], "next_page": cursor | null}`. Of each
 work item only the state and the timestamps the metrics need are kept; the
 `secret` field (a credential payload) and everything else are never read.
 
-Decoding is defensive: whatever bytes arrive, `parse_work_page` either returns
-a `Page` or raises `UpstreamFormatError` (never RecursionError, never a
-KeyError), and a cursor longer than `MAX_CURSOR_LENGTH` is refused before it
-can reach a URL.
+Decoding is where upstream values enter, so it checks them: whatever bytes
+arrive, each decoder returns its value or raises `UpstreamFormatError` (never a
+RecursionError, a KeyError or an OverflowError). Strings the metrics keep must be
+valid text (a JSON `\\ud800` escape is legal JSON and no text at all), counts must
+be integers a float holds exactly, nesting is bounded by the parsers' own limits
+anywhere in a body, and a cursor longer than `MAX_CURSOR_LENGTH` is refused before
+it can reach a URL. Timestamps have one grammar on every path (`parse_timestamp`).
+
+Environment ids enter from the config and from discovery; both ask
+`environment_id_problem`, so only ids that are safe as one URL path segment are
+ever used.
 """
 
 from __future__ import annotations
@@ -39,6 +46,27 @@ def auth_headers(credential_type: str, key: str) -> dict[str, str]:
     if credential_type == "environment_key":
         return {"Authorization": f"Bearer {key}"}
     return {"X-Api-Key": key}
+
+
+# An environment id is one URL path segment: printable ASCII without these, not . or ..
+MAX_ENVIRONMENT_ID_LENGTH = 256
+_PRINTABLE_TOKEN = re.compile(r"[!-~]+")
+_PATH_UNSAFE = re.compile(r"[/?#%]")
+
+
+def environment_id_problem(value: object) -> str | None:
+    """Why `value` cannot be an environment id, or None when it can (SPEC: one safe path segment)."""
+    if not isinstance(value, str) or not value:
+        return "must be a non-empty string"
+    if len(value) > MAX_ENVIRONMENT_ID_LENGTH:
+        return f"is {len(value)} characters long (at most {MAX_ENVIRONMENT_ID_LENGTH})"
+    if not _PRINTABLE_TOKEN.fullmatch(value):
+        return "must be printable ASCII without spaces"
+    if _PATH_UNSAFE.search(value):
+        return "must not contain / ? # or %"
+    if value in (".", ".."):
+        return "must not be . or .."
+    return None
 
 
 def work_path(environment_id: str) -> str:
@@ -88,8 +116,23 @@ MAX_ID_LENGTH = 256
 MAX_LABEL_LENGTH = 128
 
 
+# Counts must be exactly representable as the float a sample is: 2**53.
+MAX_COUNT = 2**53
+
+
 class UpstreamFormatError(ValueError):
     """A response that is not of the documented shape."""
+
+
+def is_text(value: str) -> bool:
+    """True unless `value` holds a lone surrogate (from a `\\ud800` escape): it could never be encoded."""
+    if value.isascii():  # the common case, in C
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class WorkItem(NamedTuple):
@@ -177,10 +220,10 @@ def parse_work_page(body: bytes, metadata_keys: tuple[str, ...] = ()) -> Page:
     try:
         wire = _PAGE_DECODER.decode(body)
         cursor = wire.next_page
-        if cursor is not None and len(cursor) > MAX_CURSOR_LENGTH:
+        if cursor is not None and (len(cursor) > MAX_CURSOR_LENGTH or not is_text(cursor)):
             raise _Tolerate
         return Page([_typed_item(item, metadata_keys) for item in wire.data], cursor or None)
-    except (msgspec.DecodeError, _Tolerate):
+    except (msgspec.DecodeError, _Tolerate, RecursionError):  # RecursionError: nested past msgspec's limit
         return _parse_tolerantly(body, metadata_keys)
 
 
@@ -188,6 +231,8 @@ def _typed_item(item: _WireItem, metadata_keys: tuple[str, ...]) -> WorkItem:
     """The hot path, once per item: written for speed (no helper calls, one tuple built)."""
     state, item_id = item.state, item.id
     if not state or len(state) > MAX_STATE_LENGTH or not item_id or len(item_id) > MAX_ID_LENGTH:
+        raise _Tolerate
+    if not (state.isascii() and item_id.isascii()) and not (is_text(state) and is_text(item_id)):
         raise _Tolerate
     c, a, s, r, p, h = (
         item.created_at,
@@ -221,24 +266,30 @@ def _parse_tolerantly(body: bytes, metadata_keys: tuple[str, ...]) -> Page:
     doc = decode_json(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise UpstreamFormatError("response is not a work listing (no 'data' list)")
-    cursor = doc.get("next_page")
+    return Page([_work_item(raw, metadata_keys) for raw in doc["data"]], _cursor(doc.get("next_page")))
+
+
+def _cursor(cursor: Any) -> str | None:
+    """`next_page` as a cursor to send back, or None at the end; refused when it could not be sent."""
     if cursor is not None and not isinstance(cursor, str):
         raise UpstreamFormatError("'next_page' is neither a string nor null")
     if cursor is not None and len(cursor) > MAX_CURSOR_LENGTH:
         raise UpstreamFormatError(
             f"'next_page' is {len(cursor)} characters long (at most {MAX_CURSOR_LENGTH})"
         )
-    return Page([_work_item(raw, metadata_keys) for raw in doc["data"]], cursor or None)
+    if cursor is not None and not is_text(cursor):
+        raise UpstreamFormatError("'next_page' is not valid text")
+    return cursor or None
 
 
 def _work_item(raw: Any, metadata_keys: tuple[str, ...]) -> WorkItem:
     if not isinstance(raw, dict):
         raise UpstreamFormatError("a work item is not an object")
     state = raw.get("state")
-    if not isinstance(state, str) or not state or len(state) > MAX_STATE_LENGTH:
+    if not isinstance(state, str) or not state or len(state) > MAX_STATE_LENGTH or not is_text(state):
         raise UpstreamFormatError("a work item has no 'state' string")
     item_id = raw.get("id")
-    if not isinstance(item_id, str) or not item_id or len(item_id) > MAX_ID_LENGTH:
+    if not isinstance(item_id, str) or not item_id or len(item_id) > MAX_ID_LENGTH or not is_text(item_id):
         raise UpstreamFormatError("a work item has no 'id' string")
     unparseable: list[str] = []
     events = []
@@ -261,8 +312,13 @@ def _work_item(raw: Any, metadata_keys: tuple[str, ...]) -> WorkItem:
 
 
 def _label(value: Any) -> str | None:
-    """A metadata value as a label value: strings as they are (cut to a sane length), else missing."""
+    """A metadata value as a label value: strings as they are (cut to a sane length), else missing.
+
+    A string that is not valid text fails the page: it could not be written as a label.
+    """
     if isinstance(value, str):
+        if not is_text(value):
+            raise UpstreamFormatError("a metadata value is not valid text")
         return value[:MAX_LABEL_LENGTH]
     return None
 
@@ -282,17 +338,24 @@ def parse_stats(body: bytes) -> QueueStats:
     if not isinstance(doc, dict):
         raise UpstreamFormatError("response is not work queue statistics")
     depth, pending, workers = doc.get("depth"), doc.get("pending"), doc.get("workers_polling")
-    if not isinstance(depth, int) or not isinstance(pending, int) or not (_count(depth) and _count(pending)):
-        raise UpstreamFormatError("'depth' and 'pending' must be non-negative integers")
+    if not (_count(depth) and _count(pending)):
+        raise UpstreamFormatError(f"'depth' and 'pending' must be integers from 0 to {MAX_COUNT}")
     if workers is not None and not _count(workers):
-        raise UpstreamFormatError("'workers_polling' must be a non-negative integer or null")
+        raise UpstreamFormatError(f"'workers_polling' must be an integer from 0 to {MAX_COUNT}, or null")
     oldest_raw = doc.get("oldest_queued_at")
     oldest = parse_timestamp(oldest_raw)
+    assert isinstance(depth, int) and isinstance(pending, int)  # _count said so
     return QueueStats(depth, pending, oldest, oldest_raw is not None and oldest is None, workers)
 
 
 def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    """A count a sample can show exactly: `10**400` is valid JSON, and no float."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+
+
+def _loggable(value: Any) -> str:
+    """An error body's string for the log (cleaned there); anything else, or broken text, is left out."""
+    return value if isinstance(value, str) and is_text(value) else ""
 
 
 class ApiError(NamedTuple):
@@ -312,15 +375,10 @@ def parse_error(body: bytes, headers: Mapping[str, str]) -> ApiError:
         doc = None
     if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
         err = doc["error"]
-        kind, message = str(err.get("type", "")), str(err.get("message", ""))
+        kind, message = _loggable(err.get("type")), _loggable(err.get("message"))
     return ApiError(kind, message, headers.get(REQUEST_ID_HEADER, ""))
 
 
-# RFC 3339 date-time: T (or t, or space as RFC 3339 section 5.6 permits), up to 9
-# fraction digits, Z/z or a numeric offset. The regex is the strictness (no dates
-# alone, no missing offset, no week dates); datetime.fromisoformat, in C, does the
-# calendar arithmetic and rejects month 13, hour 24, second 60, offset +25:00.
-_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d([Tt ])\d\d:\d\d:\d\d(?:\.(\d{1,9}))?([Zz]|[+-]\d\d:\d\d)")
 # 1970-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999Z: the range a work item's timestamp can hold.
 _EARLIEST, _LATEST = 0.0, 253402300800.0
 
@@ -328,27 +386,18 @@ _EARLIEST, _LATEST = 0.0, 253402300800.0
 def parse_timestamp(value: Any) -> float | None:
     """RFC 3339 string to Unix seconds; None for null or anything unparseable.
 
-    Fraction digits past the sixth (nanoseconds) are dropped: a float of Unix
-    seconds cannot hold them anyway. Instants before 1970 or after the year
-    9999 are unparseable: no work item is that old, and a year-0001 timestamp
+    The grammar is msgspec's RFC 3339 parser, the one the typed path decodes pages
+    with, so both paths read every string the same way: `T`, `t` or a space between
+    date and time; `Z`, `z` or a numeric offset (required); fraction digits rounded
+    to the microsecond. Instants before 1970 or from the year 10000 on are
+    unparseable on both paths: no work item is that old, and a year-0001 timestamp
     would otherwise become an age of 6e10 seconds.
     """
     if not isinstance(value, str):
         return None
-    m = _RFC3339.fullmatch(value)
-    if m is None:
-        return None
-    separator, fraction, zone = m.groups()
-    if separator != "T" or zone == "z" or (fraction is not None and len(fraction) > 6):
-        # The rare spellings fromisoformat does not take: rewrite them in the common one.
-        value = (
-            f"{value[:10]}T{value[11:19]}"
-            + (f".{fraction[:6]}" if fraction else "")
-            + ("Z" if zone in "Zz" else zone)
-        )
     try:
-        unix = datetime.fromisoformat(value).timestamp()
-    except (ValueError, OverflowError):  # year 0000, month 13, or an offset past year 9999
+        unix = msgspec.convert(value, _Stamp).timestamp()
+    except (msgspec.ValidationError, OverflowError, ValueError):  # not RFC 3339, or no offset
         return None
     return unix if _EARLIEST <= unix < _LATEST else None
 
@@ -356,33 +405,44 @@ def parse_timestamp(value: Any) -> float | None:
 class ListedEnvironment(NamedTuple):
     """An environment as `GET /v1/environments` lists it: what discovery needs of it."""
 
-    id: str
+    id: str  # safe as a path segment: environment_id_problem said so
     name: str
     self_hosted: bool  # config.type "self_hosted"; cloud environments have no work queue to watch
     archived: bool
 
 
-def parse_environments_page(body: bytes) -> tuple[list[ListedEnvironment], str | None]:
+class EnvironmentsPage(NamedTuple):
+    environments: list[ListedEnvironment]
+    invalid: list[str]  # why each id that cannot be used safely was skipped, one line each
+    next_page: str | None
+
+
+def parse_environments_page(body: bytes) -> EnvironmentsPage:
+    """A discovery page. An entry whose id cannot be used is skipped and said why, not fatal."""
     doc = decode_json(body)
     if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
         raise UpstreamFormatError("response is not an environment listing (no 'data' list)")
-    cursor = doc.get("next_page")
-    if cursor is not None and (not isinstance(cursor, str) or len(cursor) > MAX_CURSOR_LENGTH):
-        raise UpstreamFormatError("'next_page' is neither a short string nor null")
-    out = []
+    cursor = _cursor(doc.get("next_page"))
+    out, invalid = [], []
     for raw in doc["data"]:
-        if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"]:
-            raise UpstreamFormatError("an environment has no 'id' string")
-        if len(raw["id"]) > MAX_ID_LENGTH:
-            raise UpstreamFormatError("an environment id is too long")
+        if not isinstance(raw, dict):
+            raise UpstreamFormatError("an environment is not an object")
+        env_id = raw.get("id")
+        problem = environment_id_problem(env_id)
+        if problem is not None:
+            shown = repr(env_id[:40]) if isinstance(env_id, str) else type(env_id).__name__
+            invalid.append(f"id {shown} {problem}")
+            continue
+        assert isinstance(env_id, str)
         config = raw.get("config")
         name = raw.get("name")
+        usable_name = name[:MAX_LABEL_LENGTH] if isinstance(name, str) and name and is_text(name) else None
         out.append(
             ListedEnvironment(
-                raw["id"],
-                name[:MAX_LABEL_LENGTH] if isinstance(name, str) and name else raw["id"],
+                env_id,
+                usable_name or env_id,
                 isinstance(config, dict) and config.get("type") == "self_hosted",
                 raw.get("archived_at") is not None,
             )
         )
-    return out, cursor or None
+    return EnvironmentsPage(out, invalid, cursor)

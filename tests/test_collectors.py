@@ -8,15 +8,15 @@ import gzip
 import httpx
 import pytest
 import respx
-from conftest import NOW, page, run_virtual, served, work
+from conftest import NOW, page, render, run_virtual, served, work
 from engine_kit import API, KEY_ENV, config_for, running_engine, work_source
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
-from exporter.cli import Lasting
+from exporter.wiring import Lasting
 from exporter.config import BucketConfig, Config
 from exporter.engine import EnvironmentResult
-from exporter.exposition import MAX_FORMATS, Exposition
+from exporter.exposition import Exposition
+from exporter.negotiate import FORMATS, choose_format
 from exporter.simulator import rfc3339
 from exporter.sources.stats import StatsSource
 
@@ -173,7 +173,7 @@ def test_unparseable_timestamps_leave_ages_but_not_counts():
             json=page(
                 [
                     work("active", started_at="yesterday", latest_heartbeat_at="2026-13-01T00:00:00Z"),
-                    work("queued", created_at="2026-11-22T11:59:00.1234567890Z"),  # ten fraction digits
+                    work("queued", created_at="2026-11-22T11:59:00"),  # no offset: not RFC 3339
                     work("active", age=30, heartbeat_age=3),
                 ]
             ),
@@ -460,7 +460,9 @@ def mock_fleet() -> None:
 
 def whole(lasting: Lasting, results: list[EnvironmentResult], accept: str) -> bytes:
     """What prometheus-client renders for all the scrape's families in one registry."""
-    encoder, _ = choose_encoder(accept)
+    fmt = choose_format(accept)
+    assert fmt is not None
+    encoder = fmt.encoder
     registry = CollectorRegistry()
     for collector in [*lasting.per_environment(results), *lasting.live([r.environment.id for r in results])]:
         registry.register(collector)
@@ -477,17 +479,18 @@ def test_the_spliced_exposition_is_byte_for_byte_what_prometheus_client_renders(
     )
     assert [r.success for r in results] == [True, False, True]
     for _ in range(2):  # rendered, then from what was kept
-        response = lasting.exposition.render(
-            results, ["env_a", "env_b", "env_c"], None, accept=accept, accept_encoding=""
+        response = render(
+            lasting.exposition, results, ["env_a", "env_b", "env_c"], accept=accept, accept_encoding=""
         )
         assert response.body == whole(lasting, results, accept)
-        assert response.content_type == choose_encoder(accept)[1]
+        fmt = choose_format(accept)
+        assert fmt is not None and response.content_type == fmt.content_type
 
 
 @pytest.mark.parametrize("accept", ACCEPTS.values(), ids=ACCEPTS.keys())
 def test_no_environments_still_shows_every_family(accept):
     lasting = Lasting()
-    assert lasting.exposition.render([], [], None, accept=accept, accept_encoding="").body == whole(
+    assert render(lasting.exposition, [], [], accept=accept, accept_encoding="").body == whole(
         lasting, [], accept
     )
 
@@ -502,21 +505,21 @@ def test_an_environment_is_rendered_again_only_when_its_result_or_its_counters_c
         rendered.append([r.environment.id for r in results])
         return lasting.per_environment(results)
 
-    exposition = Exposition(per_environment, lasting.live, lasting.ledger.mark)
+    exposition = Exposition(per_environment, lasting.live, lasting.ledger.mark, lasting.boundary)
     ids = ["env_a", "env_c"]
     for accept in ("", "", ACCEPTS["openmetrics"], ACCEPTS["openmetrics"]):
-        exposition.render(first, ids, None, accept=accept, accept_encoding="")
+        render(exposition, first, ids, accept=accept, accept_encoding="")
     assert rendered == [[], ["env_a"], ["env_c"], [], ["env_a"], ["env_c"]]  # once per format
 
     rendered.clear()
     _, (c_again,) = listed("env_c", lasting=lasting)  # a new result for env_c alone
-    served = exposition.render([first[0], c_again], ids, None, accept="", accept_encoding="")
+    served = render(exposition, [first[0], c_again], ids, accept="", accept_encoding="")
     assert rendered == [["env_c"]]
     assert served.body == whole(lasting, [first[0], c_again], "")
 
     rendered.clear()
     listed("env_a", lasting=lasting)  # env_a's flow counters move on; its result served stays the old one
-    served = exposition.render([first[0], c_again], ids, None, accept="", accept_encoding="")
+    served = render(exposition, [first[0], c_again], ids, accept="", accept_encoding="")
     assert rendered == [["env_a"]]
     assert served.body == whole(lasting, [first[0], c_again], "")
 
@@ -531,19 +534,19 @@ def test_a_result_is_rendered_as_it_arrives_in_the_formats_scrapes_asked_for():
         rendered.extend(r.environment.id for r in results)
         return lasting.per_environment(results)
 
-    exposition = Exposition(per_environment, lasting.live, lasting.ledger.mark)
-    exposition.render([first], ["env_a"], None, accept=ACCEPTS["openmetrics"], accept_encoding="")
+    exposition = Exposition(per_environment, lasting.live, lasting.ledger.mark, lasting.boundary)
+    render(exposition, [first], ["env_a"], accept=ACCEPTS["openmetrics"], accept_encoding="")
     _, (second,) = listed("env_a", lasting=lasting)
     rendered.clear()
     exposition.prepare(second)  # as the listing ends, before any scrape
     assert rendered == ["env_a"]
-    served = exposition.render([second], ["env_a"], None, accept=ACCEPTS["openmetrics"], accept_encoding="")
+    served = render(exposition, [second], ["env_a"], accept=ACCEPTS["openmetrics"], accept_encoding="")
     assert rendered == ["env_a"]  # the scrape only spliced
     assert served.body == whole(lasting, [second], ACCEPTS["openmetrics"])
 
 
 @respx.mock
-def test_formats_past_the_first_few_are_rendered_but_not_kept():
+def test_whatever_clients_accept_only_the_offered_formats_are_rendered_and_kept():
     mock_fleet()
     lasting, results = listed("env_a")
     rendered: list[str] = []
@@ -552,23 +555,25 @@ def test_formats_past_the_first_few_are_rendered_but_not_kept():
         rendered.extend(r.environment.id for r in results)
         return lasting.per_environment(results)
 
-    exposition = Exposition(per_environment, lasting.live, lasting.ledger.mark)
-    accepts = [f"application/openmetrics-text;version=1.0.{n}" for n in range(MAX_FORMATS + 3)]
+    exposition = Exposition(per_environment, lasting.live, lasting.ledger.mark, lasting.boundary)
+    accepts = [f"application/openmetrics-text;version=1.0.{n}" for n in range(8)] + [
+        "application/openmetrics-text;version=0.0.1",
+        "text/plain;version=1.0.0",
+    ]
     for accept in accepts * 2:
-        served = exposition.render(results, ["env_a"], None, accept=accept, accept_encoding="")
-        assert served.content_type.startswith(f"application/openmetrics-text; version={accept[-5:]};")
-    assert len(rendered) == MAX_FORMATS + 2 * 3  # the first MAX_FORMATS once; the rest every time
+        render(exposition, results, ["env_a"], accept=accept)
+    assert len(rendered) == len(FORMATS)  # each offered format once; version 1.0.1 and so on are text
     _, (again,) = listed("env_a", lasting=lasting)
     rendered.clear()
     exposition.prepare(again)
-    assert rendered == ["env_a"] * MAX_FORMATS  # only the formats kept are rendered ahead
+    assert rendered == ["env_a"] * len(FORMATS)
 
 
 @respx.mock
 def test_gzip_when_asked_and_only_then():
     mock_fleet()
     lasting, results = listed("env_a")
-    plain = lasting.exposition.render(results, ["env_a"], None, accept="", accept_encoding="")
-    packed = lasting.exposition.render(results, ["env_a"], None, accept="", accept_encoding="br, gzip;q=0.8")
+    plain = render(lasting.exposition, results, ["env_a"], accept="", accept_encoding="")
+    packed = render(lasting.exposition, results, ["env_a"], accept="", accept_encoding="br, gzip;q=0.8")
     assert not plain.gzipped and packed.gzipped
     assert gzip.decompress(packed.body) == plain.body
