@@ -6,9 +6,10 @@ parser knows it) and the key path, e.g.::
 
     config.yaml:7: environments[1].credentials.type: must be environment_key or api_key
 
-Credentials are resolved here, once, from `value_env` or `value_file`; the key
-itself is wrapped in :class:`Secret` so that no repr, log line or traceback
-can show it.
+Credentials are resolved here from `value_env` or `value_file`; the key itself
+is wrapped in :class:`Secret` so that no repr, log line or traceback can show
+it. A key from a `value_file` is a `FileSecret`: it is read again when the file
+changes on disk (a rotated Kubernetes Secret), with no reload.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
+from .keyfiles import FileSecret, KeyProblem, Secret, read_key_file, usable_key
+from .models import CREDENTIAL_TYPES, DEFAULT_ANTHROPIC_VERSION, MANAGED_AGENTS_BETA, environment_id_problem
+from .yamldoc import ConfigError, YamlDocument
 
-from .models import CREDENTIAL_TYPES, DEFAULT_ANTHROPIC_VERSION, MANAGED_AGENTS_BETA
+__all__ = ["ConfigError", "Credentials", "Environment", "Secret", "load_config", "parse_config"]
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 ENVIRONMENT_KEY_VAR = "ANTHROPIC_ENVIRONMENT_KEY"
@@ -94,6 +96,7 @@ KEYS: dict[str, set[str]] = {
         "mode",
         "min_interval_seconds",
         "refresh_interval_seconds",
+        "refresh_timeout_seconds",
         "timeout_seconds",
         "timeout_offset_seconds",
         "concurrency",
@@ -111,37 +114,6 @@ KEYS: dict[str, set[str]] = {
     "discovery": {"credentials", "refresh_interval_seconds", "environment_keys_dir"},
     "environments[]": {"id", "name", "credentials", "stats_credentials", "workspace_id"},
 }
-
-
-class ConfigError(Exception):
-    """The config is unusable; `problems` holds one message per problem."""
-
-    def __init__(self, problems: list[str]):
-        super().__init__("\n".join(problems))
-        self.problems = problems
-
-
-class Secret:
-    """A credential value that never shows itself in repr, str or logs."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str):
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -191,6 +163,7 @@ class ScrapeConfig:
     mode: str = "on_demand"  # on_demand: list when scraped; background: list on a timer
     min_interval_seconds: float = 0.0  # on_demand: a listing younger than this is served again
     refresh_interval_seconds: float = 60.0  # background: how often each environment is listed
+    refresh_timeout_seconds: float = 300.0  # background: how long one listing may take, from its turn
     timeout_seconds: float = 10.0
     timeout_offset_seconds: float = 0.5
     concurrency: int = 32  # measured: benchmarks/fleet.py, docs/design.md
@@ -234,6 +207,19 @@ class Config:
     discovery: DiscoveryConfig | None = None
     stats_credentials: Credentials | None = None  # api.stats_credentials, for discovered environments
 
+    def credentials(self) -> list[tuple[str, Credentials]]:
+        """Every configured credential, with where it is used ("env_01", "discovery", ...)."""
+        used: list[tuple[str, Credentials]] = []
+        for env in self.environments:
+            used.append((env.id, env.credentials))
+            if env.stats_credentials is not None:
+                used.append((env.id, env.stats_credentials))
+        if self.discovery is not None:
+            used.append(("discovery", self.discovery.credentials))
+        if self.stats_credentials is not None:
+            used.append(("api.stats_credentials", self.stats_credentials))
+        return used
+
     def secrets(self) -> list[str]:
         """Every configured key, so that log lines can be scrubbed of them."""
         keys = [env.credentials.value.reveal() for env in self.environments]
@@ -251,6 +237,8 @@ def load_config(path: str | Path, environ: Mapping[str, str]) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: cannot read config file: not UTF-8 text"]) from None
     return parse_config(text, environ, source=str(path), base_dir=path.parent)
 
 
@@ -267,87 +255,6 @@ def parse_config(
     document.raise_problems()
     assert config is not None
     return config
-
-
-class YamlDocument:
-    """A YAML file's data, and problems that say where: `file:LINE: key.path: what is wrong`.
-
-    Invalid YAML raises ConfigError at once; duplicate keys (legal YAML that silently
-    drops a value) are problems from the start. The main config and the web config
-    are both checked with it.
-    """
-
-    def __init__(self, text: str, source: str):
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            self.data: Any = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{source}:{mark.line + 1}" if mark is not None else source
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ConfigError([f"{where}: invalid YAML: {problem}"]) from None
-        self.source = source
-        self.lines = _line_index(node)
-        self.problems = [f"{source}:{line}: {key}: duplicate key" for line, key in _duplicate_keys(node)]
-
-    def problem(self, path: str, message: str) -> None:
-        line = self.lines.get(path)
-        if line is None:  # a missing key: point at its parent
-            parent = path.rsplit(".", 1)[0] if "." in path else ""
-            line = self.lines.get(parent)
-        where = f"{self.source}:{line}" if line else self.source
-        self.problems.append(f"{where}: {path}: {message}" if path else f"{where}: {message}")
-
-    def raise_problems(self) -> None:
-        """Raise ConfigError with every problem, in line order, if there is any."""
-        if self.problems:
-            raise ConfigError(sorted(self.problems, key=_line_of))
-
-
-def _line_of(problem: str) -> int:
-    """A problem's line number (`file:LINE: ...`), for reporting them in file order; 0 if none."""
-    parts = problem.split(":", 2)
-    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else 0
-
-
-def _line_index(node: yaml.Node | None) -> dict[str, int]:
-    """Map each key path ("environments[0].id") to its 1-based line in the file."""
-    lines: dict[str, int] = {}
-
-    def walk(n: yaml.Node, path: str) -> None:
-        lines.setdefault(path, n.start_mark.line + 1)
-        if isinstance(n, yaml.MappingNode):
-            for key, value in n.value:
-                child = f"{path}.{key.value}" if path else str(key.value)
-                lines[child] = key.start_mark.line + 1
-                walk(value, child)
-        elif isinstance(n, yaml.SequenceNode):
-            for i, item in enumerate(n.value):
-                walk(item, f"{path}[{i}]")
-
-    if node is not None:
-        walk(node, "")
-    return lines
-
-
-def _duplicate_keys(node: yaml.Node | None) -> list[tuple[int, str]]:
-    found: list[tuple[int, str]] = []
-
-    def walk(n: yaml.Node) -> None:
-        if isinstance(n, yaml.MappingNode):
-            seen: set[str] = set()
-            for key, value in n.value:
-                if key.value in seen:
-                    found.append((key.start_mark.line + 1, str(key.value)))
-                seen.add(key.value)
-                walk(value)
-        elif isinstance(n, yaml.SequenceNode):
-            for item in n.value:
-                walk(item)
-
-    if node is not None:
-        walk(node)
-    return found
 
 
 _Check = Callable[[Any], str | None]
@@ -532,11 +439,16 @@ class _Checker:
         )
 
     def base_url(self, url: str, allow_http: bool) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            host, _ = parts.hostname, parts.port  # both parse lazily, and raise on "http://[::1" or ":x"
+        except ValueError as exc:
+            self.problem("api.base_url", f"not a URL: {exc}")
+            return DEFAULT_BASE_URL
+        if parts.scheme not in ("http", "https") or not host:
             self.problem("api.base_url", f"must be an http(s) URL with a host, got {url!r}")
             return DEFAULT_BASE_URL
-        if parts.scheme == "http" and not allow_http and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not allow_http and not _is_loopback(host):
             self.problem(
                 "api.base_url",
                 "plain http:// is allowed for loopback hosts only; "
@@ -557,6 +469,9 @@ class _Checker:
             ),
             refresh_interval_seconds=self.number(
                 m, "refresh_interval_seconds", "scrape", d.refresh_interval_seconds
+            ),
+            refresh_timeout_seconds=self.number(
+                m, "refresh_timeout_seconds", "scrape", d.refresh_timeout_seconds
             ),
             timeout_seconds=self.number(m, "timeout_seconds", "scrape", d.timeout_seconds),
             timeout_offset_seconds=self.number(
@@ -645,15 +560,14 @@ class _Checker:
                 return None
             file = Path(fname) if Path(fname).is_absolute() else self.base_dir / fname
             try:
-                value = file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                self.problem(f"{path}.value_file", f"cannot read {fname}: {exc.strerror}")
+                value = read_key_file(file)
+            except KeyProblem as exc:
+                self.problem(f"{path}.value_file", str(exc))
                 return None
-            if not value:
-                self.problem(f"{path}.value_file", f"{fname} is empty")
+            if kind not in CREDENTIAL_TYPES:
                 return None
-            source = f"file {fname}"
-        if not _usable_key(value):
+            return Credentials(type=kind, value=FileSecret(value, file), source=f"file {fname}")
+        if not usable_key(value):
             key = "value_env" if has_env else "value_file"
             self.problem(
                 f"{path}.{key}",
@@ -669,7 +583,7 @@ class _Checker:
         for var, kind in ((ENVIRONMENT_KEY_VAR, "environment_key"), (API_KEY_VAR, "api_key")):
             value = self.environ.get(var)
             if value:
-                if not _usable_key(value):
+                if not usable_key(value):
                     self.problem(
                         "environments",
                         f"the key in env {var} is not usable: "
@@ -712,11 +626,13 @@ class _Checker:
                 continue
             env_id = self.string(m, "id", path, required=True)
             if env_id is not None:
+                problem = environment_id_problem(env_id)
                 if env_id in seen:
                     self.problem(f"{path}.id", f"duplicate environment id {env_id}")
-                elif "/" in env_id or "?" in env_id or "#" in env_id or env_id != env_id.strip():
-                    self.problem(f"{path}.id", f"not a valid environment id: {env_id!r}")
-                seen.add(env_id)
+                elif problem is not None:  # it goes into a URL path: one safe segment only
+                    self.problem(f"{path}.id", f"not a valid environment id {env_id[:80]!r}: it {problem}")
+                    env_id = None
+                seen.add(env_id or "")
             name = self.string(m, "name", path)
             if m.get("credentials") is not None:
                 creds = self.credentials(m["credentials"], f"{path}.credentials")
@@ -746,14 +662,6 @@ class _Checker:
                     )
                 )
         return envs
-
-
-_PRINTABLE_ASCII = re.compile(r"[!-~]+")
-
-
-def _usable_key(value: str) -> bool:
-    """A key goes into an HTTP header: printable ASCII, no whitespace or control characters."""
-    return _PRINTABLE_ASCII.fullmatch(value) is not None
 
 
 def _is_loopback(host: str) -> bool:

@@ -9,13 +9,21 @@ certificate is not checked: this is the container asking its own process over
 loopback, and the certificate names a host the container need not know. With basic
 auth, a 401 counts as an answer: it proves the server is up, and the image holds no
 password to send.
+
+It loads only what it needs: the flags and the web config's reader (no HTTP client,
+no metrics, no server), and reading the web config hashes no password.
 """
 
 from __future__ import annotations
 
 import http.client
 import ssl
+import sys
 from pathlib import Path
+
+from .config import ConfigError
+from .flags import parse_args, parse_listen_address
+from .web import load_web_config
 
 TIMEOUT_SECONDS = 4.0
 SCRIPT = "anthropic-work-exporter"
@@ -32,9 +40,6 @@ def exporter_arguments(cmdline: list[str]) -> list[str]:
 
 def probe(argv: list[str]) -> str | None:
     """None when /-/healthy answers; otherwise what went wrong, in one line."""
-    from .cli import parse_args, parse_listen_address  # here, not at import: the check starts fast
-    from .web import load_web_config
-
     args = parse_args(argv)
     host, port = parse_listen_address(args.listen)
     host = {"0.0.0.0": "127.0.0.1", "::": "::1", "[::]": "::1"}.get(host, host.strip("[]"))
@@ -59,7 +64,18 @@ def probe(argv: list[str]) -> str | None:
     return None if status in (200, 401) else f"{url}: HTTP {status}"
 
 
-if __name__ == "__main__":
-    from .cli import healthcheck
+def main(cmdline_path: str = "/proc/1/cmdline") -> None:
+    """`python -m exporter.healthcheck`: exit 0 when the container's exporter answers, else 1."""
+    cmdline = Path(cmdline_path).read_bytes().decode(errors="replace").split("\0")
+    try:
+        problem = probe(exporter_arguments([word for word in cmdline if word]))
+    except ConfigError as exc:  # the web config cannot be read or is wrong
+        problem = "; ".join(exc.problems)
+    except ValueError as exc:  # bad flags
+        problem = str(exc)
+    if problem:
+        sys.exit(f"unhealthy: {problem}")
 
-    healthcheck()
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,12 @@
 
 Checking a bcrypt hash is deliberately slow (tens of milliseconds), so a
 successful check is remembered, keyed by a SHA-256 of user, password and hash,
-the same cache the exporter-toolkit keeps.
+the same cache the exporter-toolkit keeps. Hashes must be well-formed bcrypt with
+a cost from 4 to 31 (what bcrypt itself takes); loading the file hashes nothing,
+and every check runs off the event loop (the app sends it to a thread).
+
+Every value is checked for its type before it is used, so a list where a string
+belongs is a problem naming its key, never an exception.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import ssl
 import threading
 from collections.abc import Callable
@@ -28,13 +34,15 @@ from typing import Any
 
 import bcrypt
 
-from .config import ConfigError, YamlDocument
+from .yamldoc import ConfigError, YamlDocument
 
 CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
+_BCRYPT = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
+BCRYPT_COSTS = range(4, 32)
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
     "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -59,8 +67,8 @@ class BasicAuth:
     def __init__(self, users: dict[str, str], checkpw: Callable[[bytes, bytes], bool] = bcrypt.checkpw):
         self.users = {user: hashed.encode() for user, hashed in users.items()}
         self.checkpw = checkpw
-        cost = max((_bcrypt_cost(h) for h in self.users.values()), default=10)
-        self._unknown_user_hash = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=cost))
+        self._cost = max((_bcrypt_cost(h) for h in self.users.values()), default=10)
+        self._unknown_user_hash: bytes | None = None  # made at the first unknown user, off the loop
         self._verified: set[bytes] = set()
         self._lock = threading.Lock()
 
@@ -79,6 +87,8 @@ class BasicAuth:
         user, password = parsed
         hashed = self.users.get(user)
         if hashed is None:
+            if self._unknown_user_hash is None:
+                self._unknown_user_hash = bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=self._cost))
             self._check(password, self._unknown_user_hash)  # the same work as a wrong password
             return False
         key = self._key(user, password)
@@ -112,10 +122,20 @@ def _parse(header: str | None) -> tuple[str, str] | None:
 
 
 def _bcrypt_cost(hashed: bytes) -> int:
-    try:
-        return int(hashed.split(b"$")[2])
-    except (IndexError, ValueError):
-        return 10
+    match = _BCRYPT.fullmatch(hashed.decode("ascii", errors="replace"))
+    return int(match.group(1)) if match else 10
+
+
+def _hash_problem(hashed: object) -> str | None:
+    """Why `hashed` is not a usable bcrypt hash, or None."""
+    if not isinstance(hashed, str):
+        return "must be a bcrypt hash ($2a$, $2b$ or $2y$)"
+    match = _BCRYPT.fullmatch(hashed)
+    if match is None:
+        return "must be a bcrypt hash ($2a$, $2b$ or $2y$, then the cost, then 53 characters)"
+    if int(match.group(1)) not in BCRYPT_COSTS:
+        return f"a bcrypt cost must be from 4 to 31, this one is {int(match.group(1))}"
+    return None
 
 
 def load_web_config(path: str | Path) -> WebConfig:
@@ -125,6 +145,8 @@ def load_web_config(path: str | Path) -> WebConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read web config: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: cannot read web config: not UTF-8 text"]) from None
     document = YamlDocument(text, str(path))
     data = document.data or {}
     if not isinstance(data, dict):
@@ -142,8 +164,11 @@ def load_web_config(path: str | Path) -> WebConfig:
             document.problem("basic_auth_users", "must map user names to bcrypt hashes")
         else:
             for user, hashed in users.items():
-                if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-                    document.problem(f"basic_auth_users.{user}", "must be a bcrypt hash ($2a$, $2b$ or $2y$)")
+                problem = _hash_problem(hashed)
+                if not isinstance(user, str) or not user or ":" in user:
+                    document.problem(f"basic_auth_users.{user}", "a user name must be a string without ':'")
+                elif problem is not None:
+                    document.problem(f"basic_auth_users.{user}", problem)
             auth = BasicAuth({str(u): str(h) for u, h in users.items()})
     document.raise_problems()
     return WebConfig(ssl_context=context, basic_auth=auth)
@@ -169,6 +194,13 @@ def _tls_context(raw: Any, base: Path, bad: Callable[[str, str], None]) -> ssl.S
                 f"tls_server_config.{key}",
                 f"unknown or unsupported key (supported: {', '.join(sorted(allowed))})",
             )
+    wrong = False
+    for name in ("cert_file", "key_file", "client_ca_file", "client_auth_type", "min_version", "max_version"):
+        if raw.get(name) is not None and (not isinstance(raw[name], str) or not raw[name]):
+            bad(f"tls_server_config.{name}", "must be a non-empty string")
+            wrong = True
+    if wrong:
+        return None
     cert, key = raw.get("cert_file"), raw.get("key_file")
     if not cert or not key:
         bad("tls_server_config", "needs both cert_file and key_file")

@@ -17,7 +17,7 @@ import yaml
 from exposition import samples, value
 from processes import free_port, simulator_process, wait_for
 
-from exporter.cli import parse_args, parse_listen_address
+from exporter.flags import parse_args, parse_listen_address
 from exporter.server import ServerLimits
 
 

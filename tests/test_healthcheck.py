@@ -7,8 +7,7 @@ import contextlib
 import pytest
 from processes import exporter_process
 
-from exporter.cli import healthcheck
-from exporter.healthcheck import exporter_arguments, probe
+from exporter.healthcheck import exporter_arguments, main, probe
 
 BCRYPT_PW = "$2y$04$5rdYXI91QPOFthQdfP4jSerUv2iCnvWhLd/KhtLAdmNXDUKCgnHaq"  # "pw", cost 4
 
@@ -59,11 +58,11 @@ def test_the_entry_point_exits_1_with_the_reason(tmp_path):
     with pytest.raises(
         SystemExit, match=r"^unhealthy: http://127\.0\.0\.1:1/-/healthy: ConnectionRefusedError"
     ):
-        healthcheck(str(tmp_path / "cmdline"))
+        main(str(tmp_path / "cmdline"))
 
 
 def test_a_web_config_it_cannot_read_is_unhealthy_and_says_which(tmp_path):
     cmdline = f"python\0-m\0exporter\0--web.config.file={tmp_path / 'missing.yml'}\0"
     (tmp_path / "cmdline").write_text(cmdline)
     with pytest.raises(SystemExit, match=r"^unhealthy: .*missing\.yml: cannot read web config"):
-        healthcheck(str(tmp_path / "cmdline"))
+        main(str(tmp_path / "cmdline"))
