@@ -1,11 +1,13 @@
 """The ASGI application behind every endpoint.
 
-A scrape takes the current runtime, computes its deadline from Prometheus's
-`X-Prometheus-Scrape-Timeout-Seconds` (defensively: garbage, negative, NaN,
-infinite or absurdly large values fall back to `scrape.timeout_seconds`), asks the
-refresh policy for results by then, and renders them (`exposition.py`: text or
-OpenMetrics by `Accept`, gzip by `Accept-Encoding`, `name[]` filters). A `name[]`
-filter that asks for no per-environment family lists nothing.
+A scrape takes the current runtime, checks the whole request first (format by
+`Accept`, gzip by `Accept-Encoding`, the query: `negotiate.py`), computes its
+deadline from Prometheus's `X-Prometheus-Scrape-Timeout-Seconds` (defensively:
+garbage, negative, NaN, infinite or absurdly large values fall back to
+`scrape.timeout_seconds`), asks the refresh policy for results by then, and renders
+them (`exposition.py`, `name[]` filters included). Only a request that is valid
+whole starts a listing; a `name[]` filter that asks for no per-environment family
+lists nothing.
 
 Nothing upstream can make this answer anything but 200: failures are in the
 results. An exception here is the exporter's own bug; it is logged with its
@@ -24,12 +26,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from . import __version__
 from .config import Environment, ScrapeConfig
 from .engine import EnvironmentResult
 from .exposition import Exposition
+from .negotiate import FORMATS, accepts_gzip, choose_format
 from .policy import ResultStore
 from .runtime import Reloader, Runtime
 
@@ -40,6 +42,7 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 MIN_BUDGET_SECONDS = 0.1
+LANDING_PAGE_ENVIRONMENTS = 500  # rows; past that, /metrics and the dashboards are the place
 # Prometheus caps a scrape timeout at the scrape interval; anything past an hour is not a timeout.
 MAX_SCRAPE_TIMEOUT_SECONDS = 3600.0
 
@@ -172,29 +175,37 @@ class ExporterApp:
         headers: dict[str, str],
         own: bool,
     ) -> None:
-        if scope["method"] == "HEAD":  # the headers a GET would have, without listing anything
-            _, content_type = choose_encoder(headers.get("accept", ""))
-            await _reply(send, scope, 200, "", [("Content-Type", content_type)])
+        fmt = choose_format(headers.get("accept"))
+        if fmt is None:  # checked before anything is listed
+            offered = ", ".join(f.content_type for f in FORMATS)
+            await _reply(send, scope, 406, f"Not acceptable: this endpoint answers in {offered}.\n")
             return
+        if scope["method"] == "HEAD":  # the headers a GET would have, without listing anything
+            await _reply(send, scope, 200, "", [("Content-Type", fmt.content_type)])
+            return
+        gzip = accepts_gzip(headers.get("accept-encoding"))
         names = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("name[]")
         results: list[EnvironmentResult] = []
         if not names or not all(n.startswith(self.own_families) for n in names):
             budget = scrape_budget(headers.get("x-prometheus-scrape-timeout-seconds"), runtime.config.scrape)
             deadline = asyncio.get_running_loop().time() + budget
             results = await runtime.policy.results(environments, deadline)
-        response = self.exposition.render(
+        response = await self.exposition.render(
             results,
             [env.id for env in environments],
             self.registry if own else None,
-            accept=headers.get("accept", ""),
-            accept_encoding=headers.get("accept-encoding", ""),
+            fmt=fmt,
+            gzip=gzip,
             names=names,
         )
         extra = [("Content-Encoding", "gzip")] if response.gzipped else []
         await _reply(send, scope, 200, response.body, [("Content-Type", response.content_type), *extra])
 
     def _landing_page(self, environments: Sequence[Environment]) -> str:
-        rows = "".join(self._row(env) for env in environments)
+        rows = "".join(self._row(env) for env in environments[:LANDING_PAGE_ENVIRONMENTS])
+        if len(environments) > LANDING_PAGE_ENVIRONMENTS:
+            more = len(environments) - LANDING_PAGE_ENVIRONMENTS
+            rows += f"<tr><td colspan=3>and {more} more: see /metrics</td></tr>"
         demo = " <strong>Demo mode</strong>: a built-in simulated API." if self.demo else ""
         families = [*self.exposition.families(), *self.registry.collect()]
         metrics = "".join(

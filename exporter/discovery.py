@@ -1,11 +1,17 @@
 """Discovery: every self-hosted, unarchived environment `GET /v1/environments` lists.
 
 Runs every `discovery.refresh_interval_seconds` (and once at start), through the
-engine like every upstream request (the budget, retries, timeouts), with the
-discovery credentials (an API key: the listing is account-wide). A failing
-discovery keeps the last known set, says so in `anthropic_work_discovery_success`,
-and is logged once until it recovers. Environments that vanish or are archived stop
-being watched, and what is kept for them is dropped.
+same retrying GET as every upstream request (the budget, retries, timeouts), with
+the discovery credentials (an API key: the listing is account-wide), but without
+the listing machinery: it is not an environment. A failing discovery keeps the last
+known set, says so in `anthropic_work_discovery_success`, and is logged once until
+it recovers. Environments that vanish or are archived stop being watched, and what
+is kept for them is dropped.
+
+Ids enter here, so they are checked here: an id that is not safe as one URL path
+segment (`models.environment_id_problem`), or one listed twice, is skipped, counted
+in `anthropic_work_discovery_invalid_environments`, and logged when the set of
+skipped ids changes, not on every discovery.
 """
 
 from __future__ import annotations
@@ -13,10 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from .config import DiscoveryConfig
-from .engine import Engine
 from .models import (
     ENVIRONMENTS_PATH,
     ListedEnvironment,
@@ -25,6 +30,7 @@ from .models import (
     parse_environments_page,
 )
 from .redact import Redactor
+from .retrying import RetryingGet
 from .sources import SourceFailed
 from .targets import DiscoveryState
 
@@ -39,14 +45,14 @@ class Discovery:
     def __init__(
         self,
         config: DiscoveryConfig,
-        engine: Engine,
+        requests: RetryingGet,
         state: DiscoveryState,
         redactor: Redactor,
-        on_change: Callable[[], None] = lambda: None,
+        on_change: Callable[[], Awaitable[object]],
         wall_clock: Callable[[], float] = time.time,
     ):
         self.config = config
-        self.engine = engine
+        self.requests = requests
         self.state = state
         self.redactor = redactor
         self.on_change = on_change  # the watched set changed: drop what is kept for the gone ones
@@ -58,7 +64,11 @@ class Discovery:
 
     async def _loop(self) -> None:
         while True:
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception:  # our own bug: logged, the last known set stays, discovery goes on
+                self.state.succeeded = False
+                log.exception("discovery failed unexpectedly; watching the environments known so far")
             await asyncio.sleep(self.config.refresh_interval_seconds)
 
     async def refresh(self) -> bool:
@@ -66,7 +76,7 @@ class Discovery:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(TIMEOUT_SECONDS, self.config.refresh_interval_seconds)
         try:
-            found = await self._list(deadline)
+            found, invalid = await self._list(deadline)
         except SourceFailed as exc:
             if self.state.succeeded is not False:
                 log.warning(
@@ -81,24 +91,30 @@ class Discovery:
             return False
         if self.state.succeeded is False:
             log.info("discovery recovered")
-        changed = {e.id for e in found} != {
-            e.id for e in self.state.environments
-        } or found != self.state.environments
+        if invalid != self.state.invalid and invalid:
+            log.warning(
+                "discovery skipped environment ids that cannot be used safely",
+                extra={"skipped": len(invalid), "first": self.redactor.clean("; ".join(invalid[:5]))},
+            )
+        self.state.invalid = invalid
+        changed = found != self.state.environments
         self.state.environments = found
         self.state.succeeded = True
         self.state.last_success_timestamp = self.wall_clock()
         if changed:
             self.state.generation += 1
             log.info("environments discovered", extra={"environments": len(found)})
-            self.on_change()
+            await self.on_change()
         return True
 
-    async def _list(self, deadline: float) -> list[ListedEnvironment]:
-        found: list[ListedEnvironment] = []
+    async def _list(self, deadline: float) -> tuple[list[ListedEnvironment], list[str]]:
+        """Every environment listed, each id once, and why each skipped id was skipped."""
+        found: dict[str, ListedEnvironment] = {}
+        invalid: list[str] = []
         cursor: str | None = None
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
-            body = await self.engine.get(
+            body = await self.requests.get(
                 ENVIRONMENTS_PATH,
                 environments_params(PAGE_SIZE, cursor),
                 self.config.credentials,
@@ -107,14 +123,20 @@ class Discovery:
                 pool="discovery",
             )
             try:
-                page, cursor = parse_environments_page(body)
+                page = parse_environments_page(body)
             except UpstreamFormatError as exc:
                 raise SourceFailed(
                     "invalid_response", f"HTTP 200 but not an environment listing: {exc}"
                 ) from None
-            found += page
+            invalid += page.invalid
+            for env in page.environments:
+                if env.id in found:
+                    invalid.append(f"id {env.id!r} listed more than once")
+                else:
+                    found[env.id] = env
+            cursor = page.next_page
             if cursor is None:
-                return found
+                return list(found.values()), invalid
             if cursor in seen:
                 raise SourceFailed(
                     "repeated_cursor", "the API returned a next_page cursor it had already returned"
@@ -124,6 +146,10 @@ class Discovery:
 
     def _count(self, code: str) -> None:
         self.state.requests[code] = self.state.requests.get(code, 0) + 1
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
     async def aclose(self) -> None:
         if self._task is not None:

@@ -12,11 +12,17 @@ give for all of them at once (`tests/test_exposition.py` compares the two).
 A new result is rendered as it arrives (`prepare`), in the formats scrapes have
 asked for, so that a scrape in background mode only splices: rendering costs
 about 10 µs a sample in the text format and 18 µs in OpenMetrics, most of it
-prometheus-client escaping label values. At most `MAX_FORMATS` formats are kept;
-`Accept` is the client's to choose, and what it costs must not grow with it.
+prometheus-client escaping label values. Only the formats of `negotiate.FORMATS`
+exist, so what is kept cannot grow with what clients send.
+
+Rendering one environment is a step of that environment (`isolation.Boundary`):
+if it raises, that environment is shown failed (`internal`, logged once with the
+traceback) and the others are untouched.
 
 What changes between listings (the request and failure counters) and the
-exporter's own registry are rendered on every scrape; they are small.
+exporter's own registry are rendered on every scrape, the counters a slice of
+environments at a time. Every long walk hands the event loop back now and then
+(`pace.Pace`), gzip included, so a scrape of 20,000 environments never holds it.
 
 A `name[]` filter is answered by prometheus-client's restricted registry over the
 same collectors, uncached: it is for small answers.
@@ -24,32 +30,35 @@ same collectors, uncached: it is for small answers.
 
 from __future__ import annotations
 
-import gzip
 import re
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from .engine import EnvironmentResult
+from .isolation import Boundary
+from .negotiate import Format
+from .pace import Pace
 
 # Level 1: a fleet's 2 MB compresses in 5 ms to 105 kB; level 9 (gzip's default) takes
 # 50 ms for 80 kB. A scrape waits on the CPU, not on the bytes.
 GZIP_LEVEL = 1
-_BLOCK = re.compile(rb"^(?=# HELP )", re.MULTILINE)
+GZIP_SLICE = 256 * 1024  # bytes compressed between two looks at the event loop
+LIVE_SLICE = 500  # environments whose counters are rendered in one go
 _EOF = b"# EOF\n"
-MAX_FORMATS = 4
+_BLOCK = re.compile(rb"^(?=# HELP )", re.MULTILINE)
 
 # The per-environment families of some results (of one, to cache; of none, for the headers).
 PerEnvironment = Callable[[Sequence[EnvironmentResult]], list[Collector]]
 # Families rendered on every scrape, for the environments of that scrape.
-Live = Callable[[list[str]], list[Collector]]
+Live = Callable[[Sequence[str]], list[Collector]]
 # What a rendered environment depends on besides its result (compared by identity).
 Version = Callable[[str], object]
-Encoder = Callable[[CollectorRegistry], bytes]
+Families = list[tuple[bytes, bytes]]
 
 
 @dataclass(frozen=True)
@@ -63,87 +72,104 @@ class Response:
 class _Rendered:
     result: EnvironmentResult
     version: object
-    formats: dict[str, list[tuple[bytes, bytes]]] = field(default_factory=dict)
+    formats: dict[str, Families] = field(default_factory=dict)
 
 
 class Exposition:
     """Renders scrapes; long-lived, holding each environment's rendered families."""
 
-    def __init__(self, per_environment: PerEnvironment, live: Live, version: Version):
+    def __init__(self, per_environment: PerEnvironment, live: Live, version: Version, boundary: Boundary):
         self.per_environment = per_environment
         self.live = live
         self.version = version
+        self.boundary = boundary
         self._rendered: dict[str, _Rendered] = {}
-        self._empty: dict[str, list[tuple[bytes, bytes]]] = {}
-        self._encoders: dict[str, Encoder] = {}  # the formats kept, by content type
+        self._empty: dict[str, Families] = {}
+        self._formats: dict[str, Format] = {}  # the formats scrapes have asked for, by content type
 
-    def render(
+    async def render(
         self,
         results: Sequence[EnvironmentResult],
-        environment_ids: list[str],
+        environment_ids: Sequence[str],
         own: CollectorRegistry | None,
         *,
-        accept: str,
-        accept_encoding: str,
+        fmt: Format,
+        gzip: bool,
         names: list[str] | None = None,
     ) -> Response:
-        """The body and its content type for `Accept`, gzipped if `Accept-Encoding` allows."""
-        encoder, content_type = choose_encoder(accept)
+        """The body in `fmt`, gzipped if asked."""
+        pace = Pace()
         if names:
-            body = encoder(self._registry(results, environment_ids, own).restricted_registry(names))
+            restricted = self._registry(results, environment_ids, own).restricted_registry(names)
+            body = fmt.encoder(restricted)  # type: ignore[arg-type]  # it is a registry for the encoders
         else:
-            if len(self._encoders) < MAX_FORMATS:
-                self._encoders.setdefault(content_type, encoder)
-            pieces = [self._empty_families(encoder, content_type)]
-            pieces += [self._families(result, encoder, content_type) for result in results]
-            tail = _registry(self.live(environment_ids))
-            if own is not None:
-                tail.register(own)
-            body = _splice(pieces) + encoder(tail)  # OpenMetrics's `# EOF` comes last, from the tail
-        if gzip_accepted(accept_encoding):
-            return Response(content_type, gzip.compress(body, compresslevel=GZIP_LEVEL), True)
-        return Response(content_type, body, False)
+            self._formats.setdefault(fmt.content_type, fmt)
+            pieces = [self._empty_families(fmt)]
+            for result in results:
+                pieces.append(self._families(result, fmt))
+                await pace()
+            for at in range(0, len(environment_ids), LIVE_SLICE):
+                live = _registry(self.live(environment_ids[at : at + LIVE_SLICE]))
+                pieces.append(_split(fmt.encoder(live)))
+                await pace()
+            tail = fmt.encoder(own) if own is not None else (_EOF if fmt.openmetrics else b"")
+            body = await _splice(pieces, pace) + tail  # OpenMetrics's `# EOF` comes last, from the tail
+        if gzip:
+            return Response(fmt.content_type, await _gzip(body, pace), True)
+        return Response(fmt.content_type, body, False)
 
     def families(self) -> list[Metric]:
         """Every per-environment family, empty: names, types and help texts (for the landing page)."""
         return [m for c in [*self.per_environment([]), *self.live([])] for m in c.collect()]
 
     def prepare(self, result: EnvironmentResult) -> None:
-        """Render a new result now, in every format kept, so that the next scrape only splices it."""
-        for content_type, encoder in self._encoders.items():
-            self._families(result, encoder, content_type)
+        """Render a new result now, in every format asked for, so that the next scrape only splices it."""
+        for fmt in self._formats.values():
+            self._families(result, fmt)
 
     def forget_all_but(self, environment_ids: set[str]) -> None:
         """Drop what is kept for environments no longer watched."""
         for env_id in set(self._rendered) - environment_ids:
             del self._rendered[env_id]
 
-    def _families(
-        self, result: EnvironmentResult, encoder: Encoder, content_type: str
-    ) -> list[tuple[bytes, bytes]]:
+    def _families(self, result: EnvironmentResult, fmt: Format) -> Families:
         env_id = result.environment.id
         version = self.version(env_id)
         rendered = self._rendered.get(env_id)
         if rendered is None or rendered.result is not result or rendered.version is not version:
             rendered = self._rendered[env_id] = _Rendered(result, version)
-        families = rendered.formats.get(content_type)
+        families = rendered.formats.get(fmt.content_type)
         if families is None:
-            families = _split(encoder(_registry(self.per_environment([result]))))
-            if content_type in self._encoders:
-                rendered.formats[content_type] = families
+            families = rendered.formats[fmt.content_type] = self._render(result, fmt)
         return families
 
-    def _empty_families(self, encoder: Encoder, content_type: str) -> list[tuple[bytes, bytes]]:
+    def _render(self, result: EnvironmentResult, fmt: Format) -> Families:
+        """One environment's families: the boundary of its render step."""
+        try:
+            return _split(fmt.encoder(_registry(self.per_environment([result]))))
+        except Exception as exc:  # our own bug, in this environment's numbers only: it is shown failed
+            failure = self.boundary.failure(result.environment, "render", exc)
+        failed = EnvironmentResult(
+            result.environment, result.duration_seconds, result.finished_at, {}, {"render": failure}
+        )
+        try:
+            return _split(fmt.encoder(_registry(self.per_environment([failed]))))
+        except Exception:  # the failure itself will not render either: leave the environment out
+            return []  # (its traceback was logged just above)
+
+    def _empty_families(self, fmt: Format) -> Families:
         """Every family's header in order, so that families no environment has still appear."""
-        families = self._empty.get(content_type)
+        families = self._empty.get(fmt.content_type)
         if families is None:
-            families = _split(encoder(_registry(self.per_environment([]))))
-            if content_type in self._encoders:
-                self._empty[content_type] = families
+            empty = _registry([*self.per_environment([]), *self.live([])])
+            families = self._empty[fmt.content_type] = _split(fmt.encoder(empty))
         return families
 
     def _registry(
-        self, results: Sequence[EnvironmentResult], environment_ids: list[str], own: CollectorRegistry | None
+        self,
+        results: Sequence[EnvironmentResult],
+        environment_ids: Sequence[str],
+        own: CollectorRegistry | None,
     ) -> CollectorRegistry:
         """All of a scrape's families in one registry, for prometheus-client's own filtering."""
         # auto_describe: the long-lived registry has no describe(), and name[] needs its names.
@@ -162,7 +188,7 @@ def _registry(collectors: Iterable[Collector]) -> CollectorRegistry:
     return registry
 
 
-def _split(text: bytes) -> list[tuple[bytes, bytes]]:
+def _split(text: bytes) -> Families:
     """(header, samples) per family block; a block starts at a `# HELP` line.
 
     Sample lines never start with `#`, and label values and help texts escape
@@ -177,7 +203,7 @@ def _split(text: bytes) -> list[tuple[bytes, bytes]]:
     return families
 
 
-def _splice(pieces: Iterable[list[tuple[bytes, bytes]]]) -> bytes:
+async def _splice(pieces: Iterable[Families], pace: Pace) -> bytes:
     """Each family's header once, then its samples from every piece, in the pieces' order.
 
     A piece may have a family the ones before it lack (the text format writes a
@@ -188,11 +214,23 @@ def _splice(pieces: Iterable[list[tuple[bytes, bytes]]]) -> bytes:
     samples: dict[bytes, list[bytes]] = {}
     order: list[bytes] = []
     for families in pieces:
-        at = 0
+        previous: bytes | None = None
         for header, lines in families:
-            if header not in samples:
-                samples[header] = []
-                order.insert(at, header)
-            at = order.index(header) + 1
-            samples[header].append(lines)
+            bucket = samples.get(header)
+            if bucket is None:
+                bucket = samples[header] = []
+                order.insert(0 if previous is None else order.index(previous) + 1, header)
+            bucket.append(lines)
+            previous = header
+        await pace()
     return b"".join(header + b"".join(samples[header]) for header in order)
+
+
+async def _gzip(body: bytes, pace: Pace) -> bytes:
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    out = []
+    for at in range(0, len(body), GZIP_SLICE):
+        out.append(compressor.compress(body[at : at + GZIP_SLICE]))
+        await pace()
+    out.append(compressor.flush())
+    return b"".join(out)

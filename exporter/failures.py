@@ -34,7 +34,8 @@ class FailureLog:
         self.clock = clock
         self._last: dict[tuple[str, str], tuple[str, float, int]] = {}  # -> (reason, logged at, suppressed)
 
-    def failed(self, env: Environment, source: str, failure: Failure) -> None:
+    def failed(self, env: Environment, source: str, failure: Failure, *, what: str | None = None) -> None:
+        """`source` of `env` failed; `what` is the message (default: "listing <source> failed")."""
         now = self.clock()
         key = (env.id, source)
         reason, logged_at, suppressed = self._last.get(key, ("", -1e18, 0))
@@ -53,7 +54,7 @@ class FailureLog:
             extra["repeated"] = suppressed
         if failure.traceback is not None:
             extra["traceback"] = failure.traceback
-        log.warning(f"listing {source} failed", extra=extra)
+        log.warning(what or f"listing {source} failed", extra=extra)
 
     def succeeded(self, env: Environment, source: str) -> None:
         if self._last.pop((env.id, source), None) is not None:

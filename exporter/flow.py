@@ -9,17 +9,27 @@ watermark `W = S - clock_skew`: every transition stamped at or before `W` has
 happened before the listing began, even if the API's clock runs up to
 `clock_skew` seconds behind ours, so this listing saw it (if its item is still
 listed). The next successful listing counts a transition it sees if it is
-stamped after the previous `W` and is not among the previous listing's
-`recent` transitions: those it saw stamped after its own `W`, which it has
-already counted (or, for the first listing after start, taken as the baseline).
+stamped after the previous `W` and is not among the previous mark's `recent`
+transitions: those stamped after that `W` which an earlier listing has already
+counted (or, for the first listing after start, taken as the baseline).
 
-So each transition is counted once, by the first successful listing that
-shows it, whatever scrapes, probes or failed listings come between (a failed
-listing commits nothing, and its transitions are counted by the next one). The
-state kept per environment is one watermark and the transitions of the last
-`clock_skew` seconds plus one listing's duration: bounded by the transitions of
-that window, never by the number of items. A transition is missed only if its
-item appears and vanishes between two successful listings.
+Pagination is not a snapshot, so the rule holds two more ways:
+
+- an item on two pages of one listing (it moved while the listing paged) has each
+  transition counted once: a listing remembers what it has counted (`counted`);
+- an item missing from one listing and back in the next is not counted again: a
+  mark's `recent` carries the previous mark's transitions still after the new
+  watermark, not only those this listing saw.
+
+So each transition is counted at most once, by the first successful listing
+that shows it, whatever scrapes, probes or failed listings come between (a
+failed listing commits nothing, and its transitions are counted by the next
+one). It is missed only if no successful listing shows it while it is within
+`clock_skew` of that listing's start, after the previous one: its item vanished
+(or was skipped by pagination) in between. The state kept per environment is one
+watermark and the transitions stamped after it; a listing adds those it counts:
+bounded by the transitions of a time window (`clock_skew` plus one listing),
+never by the number of items.
 
 `FlowFold` is the pure part, page by page, with the listing's start passed in;
 `FlowLedger` keeps the per-environment state and the totals, long-lived.
@@ -52,7 +62,7 @@ class FlowMark:
     """What the last successful listing of an environment covered."""
 
     watermark: float
-    recent: frozenset[tuple[str, int]]  # (item id, event index) stamped after the watermark
+    recent: dict[tuple[str, int], float]  # (item id, event index) -> its stamp, after the watermark
 
 
 @dataclass
@@ -77,7 +87,8 @@ class FlowFold:
     buckets: dict[str, Sequence[float]]
     counts: list[int] = field(init=False)
     steps: dict[str, AgeDistribution] = field(init=False)
-    recent: set[tuple[str, int]] = field(init=False, default_factory=set)
+    recent: dict[tuple[str, int], float] = field(init=False, default_factory=dict)
+    counted: set[tuple[str, int]] = field(init=False, default_factory=set)  # by this listing
 
     def __post_init__(self) -> None:
         self.counts = [0] * len(EVENTS)
@@ -93,9 +104,12 @@ class FlowFold:
                     continue
                 key = (item.id, i)
                 if stamped > self.watermark:
-                    self.recent.add(key)
+                    self.recent[key] = stamped
                 if previous is None or stamped <= previous.watermark or key in previous.recent:
                     continue  # the baseline, or counted by an earlier listing
+                if key in self.counted:  # the same item again, on a later page of this listing
+                    continue
+                self.counted.add(key)
                 self.counts[i] += 1
                 for name, start in _ENDS[i]:
                     began = events[start]
@@ -103,7 +117,13 @@ class FlowFold:
                         self.steps[name].observe(stamped - began)
 
     def mark(self) -> FlowMark:
-        return FlowMark(self.watermark, frozenset(self.recent))
+        """What this listing covered: its watermark, and every transition known after it."""
+        recent = dict(self.recent)
+        if self.previous is not None:  # what an earlier listing saw, and this one may have missed
+            for key, stamped in self.previous.recent.items():
+                if stamped > self.watermark:
+                    recent.setdefault(key, stamped)
+        return FlowMark(self.watermark, recent)
 
 
 class FlowLedger:

@@ -6,9 +6,13 @@ request takes the current one when it starts and keeps it to the end, so an
 in-flight scrape finishes on the config it started with; a replaced runtime is
 closed once its last request is done.
 
-A reload loads both files and builds a new runtime, or changes nothing: a config
-that does not load is refused as a whole, the running one stays, the problems
-are logged, and `ReloadState` says so for the reload metrics.
+A reload loads both files (in a thread: reading files, building a TLS context and
+hashing a bcrypt password never run on the event loop), builds the new runtime and
+starts it, or changes nothing: anything that raises on the way refuses the reload
+as a whole, the running one stays, the problems are logged and answered, and
+`ReloadState` says so for the reload metrics. A replaced runtime stops starting
+listings at once and is closed once its last request is done, letting the
+background listings it started end first, so a burst of reloads starves nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +21,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from .collectors.exporter import ReloadState
 from .config import Config, ConfigError
@@ -27,17 +30,9 @@ from .policy import Policy
 from .server import TlsContext
 from .targets import Targets
 from .web import WebConfig
+from .wiring import Served
 
 log = logging.getLogger("exporter.reload")
-
-
-@dataclass
-class Served:
-    """What one config generation serves with, as the wiring builds it."""
-
-    policy: Policy
-    targets: Targets
-    aclose: Callable[[], Coroutine[Any, Any, None]]  # stops discovery, the policy and the connections
 
 
 Load = Callable[[], tuple[Config, WebConfig | None]]
@@ -73,20 +68,34 @@ class Reloader:
         state: ReloadState,
         tls: TlsContext,
         forget: Callable[[set[str]], None],
+        clean: Callable[[str], str] = lambda text: text,
         wall_clock: Callable[[], float] = time.time,
     ):
+        self._initial = initial  # loaded by the caller, which reports its problems at start
         self._load = load
         self._build = build
         self.state = state
         self.tls = tls
         self.forget = forget  # drops what is kept for environments no longer watched
+        self.clean = clean  # scrubs keys from an exception's text
         self.wall_clock = wall_clock
         self._lock = asyncio.Lock()
         self._closing: set[asyncio.Task[None]] = set()
-        config, web = initial  # loaded by the caller, which reports its problems at start
-        self.current = Runtime(config, web, build(config))
+        self._current: Runtime | None = None
+
+    @property
+    def current(self) -> Runtime:
+        assert self._current is not None, "Reloader.start() first"
+        return self._current
+
+    async def start(self) -> None:
+        """Build and start the first runtime, from the config loaded at start."""
+        config, web = self._initial
+        served = self._build(config)
+        await served.start()
+        self._current = Runtime(config, web, served)
         self.tls.context = web.ssl_context if web else None
-        self.state.successful, self.state.last_success_timestamp = True, wall_clock()
+        self.state.successful, self.state.last_success_timestamp = True, self.wall_clock()
 
     @contextlib.contextmanager
     def use(self) -> Iterator[Runtime]:
@@ -103,35 +112,50 @@ class Reloader:
     async def reload(self) -> list[str]:
         """Load the config files again; the problems that refused it, or [] when it was applied."""
         async with self._lock:
+            served: Served | None = None
             try:
-                config, web = self._load()
+                config, web = await asyncio.to_thread(self._load)
                 old_tls = self.current.web is not None and self.current.web.ssl_context is not None
                 new_tls = web is not None and web.ssl_context is not None
                 if old_tls != new_tls:
                     raise ConfigError(["web config: turning TLS on or off needs a restart of the exporter"])
+                served = self._build(config)
+                await served.start()
             except ConfigError as exc:
-                self.state.successful = False
-                log.error(
-                    "reload refused; the running config stays", extra={"problems": "; ".join(exc.problems)}
-                )
-                return exc.problems
+                return await self._refuse(exc.problems, served)
+            except Exception as exc:  # whatever does not build refuses the reload whole, never a 500
+                log.exception("reload could not build the new config")
+                problem = self.clean(f"the new config could not be applied: {type(exc).__name__}: {exc}")
+                return await self._refuse([problem], served)
             old = self.current
-            self.current = Runtime(config, web, self._build(config))
+            self._current = Runtime(config, web, served)
             self.tls.context = web.ssl_context if web else None
-            self.forget({env.id for env in self.current.targets.environments()})
+            self.forget({env.id for env in served.targets.environments()})
             old.retired = True
+            old.served.retire()
             if old.users == 0:
                 self._close_later(old)
             self.state.successful, self.state.last_success_timestamp = True, self.wall_clock()
             log.info("config reloaded", extra={"environments": len(config.environments)})
             return []
 
+    async def _refuse(self, problems: list[str], built: Served | None) -> list[str]:
+        self.state.successful = False
+        log.error("reload refused; the running config stays", extra={"problems": "; ".join(problems)})
+        if built is not None:  # it may have started timers before it failed
+            try:
+                await built.aclose(False)
+            except Exception:  # our own bug, while cleaning up after another: logged, the refusal stands
+                log.exception("closing a refused config failed")
+        return problems
+
     def _close_later(self, runtime: Runtime) -> None:
-        task = asyncio.get_running_loop().create_task(runtime.served.aclose())
+        task = asyncio.get_running_loop().create_task(runtime.served.aclose(True))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
     async def aclose(self) -> None:
-        await self.current.served.aclose()
+        if self._current is not None:
+            await self._current.served.aclose(False)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)

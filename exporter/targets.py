@@ -1,60 +1,64 @@
-"""Which environments this exporter watches: configured and discovered ones, in its shard.
-
-`Shard(index, total)` owns the environments whose stable hash of the id falls in
-its share, so M replicas with `--shard.index 0..M-1 --shard.total M` cover every
-environment exactly once, configured or discovered, and each always the same
-replica (transition counters live in one replica's memory: an environment that
-moved to another replica would have its counters start again there).
+"""Which environments this exporter watches, with which keys: configured and discovered ones, in its shard.
 
 `Targets` merges the configured environments with the discovered ones (a
-configured entry wins for its name and credentials). A discovered environment's
-key is read from `environment_keys_dir/<environment_id>`, a mounted Kubernetes
-Secret: the directory is looked at again when it changes, so a new key needs no
-restart. An environment without a usable key is still watched, and reported with
-reason `no_credentials`.
+configured entry wins for its name and credentials), keeps those in this
+replica's shard (`shard.Shard`), and hands out the same list object until
+something changes, so a scrape asks nothing of it but a reference. The list is
+rebuilt by `refresh()`, awaited when discovery or the keys change, a slice at a
+time (`pace.Pace`): 20,000 discovered environments never hold the event loop.
+
+A discovered environment's key is read from `environment_keys_dir/<environment_id>`,
+a mounted Kubernetes Secret (`keyfiles.read_keys_dir`: regular files inside the
+directory only, at most 4 KiB each). An environment without a usable key is still
+watched, and reported with reason `no_credentials` and why.
+
+`KeyWatcher` looks at every key file every `KEYS_RECHECK_SECONDS`, in a thread:
+a `value_file` that changed is read again and its key used from the next request
+on; a keys directory that changed is read again whole. Each change is one log line
+naming the environments whose key changed, never the key.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import logging
-import os
-import re
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-from .config import NO_CREDENTIALS, Config, Credentials, Environment, Secret
+from .config import NO_CREDENTIALS, Config, Credentials, Environment
+from .isolation import Boundary
+from .keyfiles import FileSecret, KeyProblem, Secret, read_key_file, read_keys_dir, stamp, stamp_dir
 from .models import ListedEnvironment
+from .pace import Pace
+from .shard import Shard
 
 log = logging.getLogger("exporter.targets")
 
-_PRINTABLE_ASCII = re.compile(r"[!-~]+")
-KEYS_RECHECK_SECONDS = 2.0  # how often the keys directory is looked at for changes, at most
-
-
-@dataclass(frozen=True)
-class Shard:
-    index: int = 0
-    total: int = 1
-
-    def owns(self, environment_id: str) -> bool:
-        if self.total == 1:
-            return True
-        digest = hashlib.sha256(b"shard/" + environment_id.encode()).digest()
-        return int.from_bytes(digest[:8], "big") % self.total == self.index
+KEYS_RECHECK_SECONDS = 2.0  # how often key files are looked at for changes
 
 
 @dataclass
 class DiscoveryState:
     """What the last successful discovery found; long-lived, so a reload keeps it."""
 
-    environments: list[ListedEnvironment] = field(default_factory=list)
+    environments: list[ListedEnvironment] = field(default_factory=list)  # unique, safe ids
+    invalid: list[str] = field(default_factory=list)  # why each unusable or repeated id was skipped
     generation: int = 0  # changes whenever `environments` does
     succeeded: bool | None = None  # None until the first attempt
     last_success_timestamp: float = 0.0
     requests: dict[str, int] = field(default_factory=dict)  # by code
+
+
+@dataclass
+class KeyStore:
+    """The keys last read from the discovery keys directory; long-lived, so a reload reuses them."""
+
+    directory: Path | None = None
+    stamp: tuple[object, ...] = ()
+    keys: dict[str, Credentials] = field(default_factory=dict)  # environment id -> credentials
+    generation: int = 0
 
 
 class Targets:
@@ -64,55 +68,59 @@ class Targets:
         self,
         config: Config,
         shard: Shard,
-        discovered: DiscoveryState | None = None,
-        on_key: Callable[[str], None] = lambda key: None,
-        clock: Callable[[], float] = time.monotonic,
+        discovered: DiscoveryState,
+        keys: KeyStore,
+        boundary: Boundary,
     ):
         self.config = config
         self.shard = shard
         self.discovered = discovered
-        self.on_key = on_key  # every key read from the directory, so logs can be scrubbed of it
-        self.clock = clock
-        self._keys: dict[str, Credentials] = {}
-        self._keys_generation = 0
-        self._keys_stamp: tuple[int, ...] | None = None
-        self._keys_checked = -1e18
-        self._cache: tuple[tuple[int, int], list[Environment]] | None = None
-        # Hashed once: this is asked on every scrape.
+        self.keys = keys
+        self.boundary = boundary
+        # Hashed once, here: configured environments change only with the config.
         self._configured = [env for env in config.environments if shard.owns(env.id)]
+        self._environments = self._configured
+        self._by_id = {env.id: env for env in self._configured}
+        self._version: tuple[int, int] | None = None
 
     def environments(self) -> list[Environment]:
-        configured = self._configured
-        if self.discovered is None or self.config.discovery is None:
-            return configured
-        self._refresh_keys()
-        version = (self.discovered.generation, self._keys_generation)
-        if self._cache is not None and self._cache[0] == version:
-            return self._cache[1]
-        known = {env.id for env in self.config.environments}
-        found = [
-            self._discovered(listed)
-            for listed in self.discovered.environments
-            if listed.self_hosted
-            and not listed.archived
-            and listed.id not in known
-            and self.shard.owns(listed.id)
-        ]
-        merged = configured + sorted(found, key=lambda env: env.id)
-        self._cache = (version, merged)
-        return merged
+        """The same list object until a refresh changes it."""
+        return self._environments
 
     def find(self, environment_id: str) -> Environment | None:
-        for env in self.environments():
-            if env.id == environment_id:
-                return env
-        return None
+        return self._by_id.get(environment_id)
+
+    async def refresh(self) -> bool:
+        """Merge in what discovery and the keys directory say now; True if anything changed."""
+        if self.config.discovery is None:
+            return False
+        version = (self.discovered.generation, self.keys.generation)
+        if version == self._version:
+            return False
+        known = {env.id for env in self.config.environments}
+        found: dict[str, Environment] = {}
+        pace = Pace()
+        for listed in self.discovered.environments:
+            if (
+                listed.self_hosted
+                and not listed.archived
+                and listed.id not in known
+                and listed.id not in found
+            ):
+                env = self._discovered(listed)
+                owned = self.boundary.run(env, "shard", partial(self.shard.owns, env.id))
+                if owned is True:
+                    found[env.id] = env
+            await pace()
+        merged = self._configured + sorted(found.values(), key=lambda env: env.id)
+        self._environments, self._by_id, self._version = merged, {env.id: env for env in merged}, version
+        return True
 
     def _discovered(self, listed: ListedEnvironment) -> Environment:
-        credentials = self._keys.get(listed.id)
+        credentials = self.keys.keys.get(listed.id)
         if credentials is None:
             keys_dir = self.config.discovery.environment_keys_dir if self.config.discovery else None
-            where = f"no usable key file {keys_dir / listed.id}" if keys_dir else "no environment_keys_dir"
+            where = f"no key file {keys_dir / listed.id}" if keys_dir else "no environment_keys_dir"
             credentials = Credentials(NO_CREDENTIALS.type, NO_CREDENTIALS.value, where)
         return Environment(
             id=listed.id,
@@ -121,38 +129,103 @@ class Targets:
             stats_credentials=self.config.stats_credentials,
         )
 
-    def _refresh_keys(self) -> None:
-        keys_dir = self.config.discovery.environment_keys_dir if self.config.discovery else None
-        now = self.clock()
-        if keys_dir is None or now - self._keys_checked < KEYS_RECHECK_SECONDS:
+
+class KeyWatcher:
+    """Reads key files again when they change on disk; one per config generation."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: KeyStore,
+        on_key: Callable[[str], None],
+        on_change: Callable[[], Awaitable[object]],
+        interval: float = KEYS_RECHECK_SECONDS,
+    ):
+        self.directory = config.discovery.environment_keys_dir if config.discovery else None
+        self.store = store
+        self.on_key = on_key  # every key read, so that logs can be scrubbed of it
+        self.on_change = on_change  # the directory's keys changed: merge them in
+        self.interval = interval
+        users: dict[int, tuple[FileSecret, list[str]]] = {}
+        for where, credentials in config.credentials():
+            if isinstance(credentials.value, FileSecret):
+                secret = credentials.value
+                users.setdefault(id(secret), (secret, []))[1].append(where)
+        self._files = list(users.values())
+        self._stamps: dict[int, object] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Read the keys directory (if it changed since the last generation), then watch."""
+        for secret, _ in self._files:
+            self._stamps[id(secret)] = await asyncio.to_thread(stamp, secret.path)
+        await self._check_directory()
+        self._task = asyncio.get_running_loop().create_task(self._watch(), name="key watcher")
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except Exception:  # our own bug: logged, and the watching goes on
+                log.exception("checking key files failed")
+
+    async def check(self) -> None:
+        await self._check_files()
+        await self._check_directory()
+
+    async def _check_files(self) -> None:
+        for secret, users in self._files:
+            now = await asyncio.to_thread(stamp, secret.path)
+            if now == self._stamps.get(id(secret)):
+                continue
+            self._stamps[id(secret)] = now
+            try:
+                key = await asyncio.to_thread(read_key_file, secret.path)
+            except KeyProblem as exc:
+                log.warning(
+                    "key file changed and cannot be used; the key read before stays",
+                    extra={"used_by": ",".join(users), "error": str(exc)},
+                )
+                continue
+            if key != secret.reveal():
+                self.on_key(key)
+                secret.update(key)
+                log.info("key changed", extra={"used_by": ",".join(users), "file": str(secret.path)})
+
+    async def _check_directory(self) -> None:
+        directory, store = self.directory, self.store
+        if directory is None:
             return
-        self._keys_checked = now
-        stamp = _stamp(keys_dir)
-        if stamp == self._keys_stamp:
+        now = await asyncio.to_thread(stamp_dir, directory)
+        if store.directory == directory and now == store.stamp:
             return
-        self._keys_stamp = stamp
-        self._keys = dict(_read_keys(keys_dir, self.on_key))
-        self._keys_generation += 1
-        log.info("environment keys read", extra={"directory": str(keys_dir), "keys": len(self._keys)})
+        found = await asyncio.to_thread(read_keys_dir, directory)
+        keys: dict[str, Credentials] = {}
+        for name, key in found.items():
+            if isinstance(key, KeyProblem):
+                keys[name] = Credentials(NO_CREDENTIALS.type, NO_CREDENTIALS.value, str(key))
+            else:
+                self.on_key(key)
+                keys[name] = Credentials("environment_key", Secret(key), f"file {directory / name}")
+        if store.directory == directory:  # a change: say whose key it was, never the key
+            for env_id in sorted(set(keys) | set(store.keys)):
+                before, after = store.keys.get(env_id), keys.get(env_id)
+                if before != after:
+                    change = "removed" if after is None else "added" if before is None else "changed"
+                    log.info(f"environment key {change}", extra={"environment_id": env_id})
+        else:
+            usable = sum(1 for c in keys.values() if c.type != NO_CREDENTIALS.type)
+            log.info("environment keys read", extra={"directory": str(directory), "keys": usable})
+        store.directory, store.stamp, store.keys = directory, now, keys
+        store.generation += 1
+        await self.on_change()
 
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
-def _stamp(keys_dir: Path) -> tuple[int, ...]:
-    """Changes whenever a key file is added, removed or rewritten (a Secret's update too)."""
-    try:
-        entries = sorted(os.scandir(keys_dir), key=lambda e: e.name)
-        return (keys_dir.stat().st_mtime_ns, *(e.stat().st_mtime_ns for e in entries))
-    except OSError:  # the directory went away: no keys until it is back
-        return ()
-
-
-def _read_keys(keys_dir: Path, on_key: Callable[[str], None]) -> Iterable[tuple[str, Credentials]]:
-    for path in sorted(keys_dir.iterdir()):
-        if path.name.startswith(".") or not path.is_file():  # a Secret's ..data and friends
-            continue
-        try:
-            key = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):  # unreadable: as good as missing, reported per environment
-            continue
-        if _PRINTABLE_ASCII.fullmatch(key):
-            on_key(key)
-            yield path.name, Credentials("environment_key", Secret(key), f"file {path}")
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)

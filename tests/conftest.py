@@ -19,8 +19,9 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from tools import require
 
 from exporter.engine import EnvironmentResult
-from exporter.exposition import Exposition
+from exporter.exposition import Exposition, Response
 from exporter.logs import setup_logging
+from exporter.negotiate import accepts_gzip, choose_format
 
 T = TypeVar("T")
 
@@ -166,9 +167,26 @@ def snapshot(registry: CollectorRegistry) -> CollectorRegistry:
 OPENMETRICS = "application/openmetrics-text;version=1.0.0"
 
 
+def render(
+    exposition: Exposition,
+    results: list[EnvironmentResult],
+    environment_ids: list[str],
+    own: CollectorRegistry | None = None,
+    *,
+    accept: str = "",
+    accept_encoding: str = "",
+) -> Response:
+    """What a scrape with these headers gets, negotiated as the app negotiates."""
+    fmt = choose_format(accept)
+    assert fmt is not None
+    return asyncio.run(
+        exposition.render(results, environment_ids, own, fmt=fmt, gzip=accepts_gzip(accept_encoding))
+    )
+
+
 def served(exposition: Exposition, results: list[EnvironmentResult], environment_ids: list[str]):
     """The OpenMetrics a /metrics answer would carry, parsed back (strictly) into a registry."""
-    response = exposition.render(results, environment_ids, None, accept=OPENMETRICS, accept_encoding="")
+    response = render(exposition, results, environment_ids, accept=OPENMETRICS)
     frozen = CollectorRegistry()
     frozen.register(_Frozen(list(text_string_to_metric_families(response.body.decode()))))
     return frozen

@@ -19,6 +19,7 @@ from exporter.engine import Engine, EngineCounters
 from exporter.failures import FailureLog
 from exporter.flow import FlowLedger
 from exporter.redact import Redactor
+from exporter.retrying import RetryingGet
 from exporter.sources import Fetch, Source
 from exporter.sources.work import WorkSource
 
@@ -39,15 +40,7 @@ def config_for(
 def work_source(
     config: Config, wall_clock: Callable[[], float] = lambda: NOW, ledger: FlowLedger | None = None
 ) -> WorkSource:
-    return WorkSource(
-        config.api.page_size,
-        config.api.max_pages,
-        config.buckets,
-        config.breakdown,
-        ledger if ledger is not None else FlowLedger(),
-        config.scrape.clock_skew_seconds,
-        wall_clock,
-    )
+    return WorkSource.from_config(config, ledger if ledger is not None else FlowLedger(), wall_clock)
 
 
 @contextlib.asynccontextmanager
@@ -70,23 +63,30 @@ async def running_engine(
     def http() -> httpx.AsyncClient:
         return httpx.AsyncClient(transport=transport) if transport is not None else httpx.AsyncClient()
 
-    engine = Engine(
+    redactor = Redactor(config.secrets())
+    requests = RetryingGet(
         config.api,
-        sources if sources is not None else [work_source(config, wall_clock)],
         UpstreamClient(http, config.api.max_response_bytes),
+        redactor,
+        budget=budget,
+        wall_clock=wall_clock,
+        jitter=lambda: jitter,
+    )
+    engine = Engine(
+        sources if sources is not None else [work_source(config, wall_clock)],
+        requests,
         concurrency=config.scrape.concurrency,
         observer=counters if counters is not None else EngineCounters(),
         failures=FailureLog(clock=lambda: asyncio.get_running_loop().time()),
-        redactor=Redactor(config.secrets()),
-        jitter=lambda: jitter,
+        redactor=redactor,
         wall_clock=wall_clock,
-        budget=budget,
         on_result=on_result,
     )
     try:
         yield engine
     finally:
         await engine.aclose()
+        await requests.aclose()
 
 
 class HeldSource:

@@ -131,7 +131,7 @@ def test_cursors_that_would_never_end_end_the_listing_as_a_failure(responses, re
     assert not result.success
     assert result.failures["work"].reason == reason
     assert route.call_count == min(len(responses), 3)
-    assert counters.failures == {("env_a", "work", reason): 1}
+    assert counters.failures == {"env_a": {("work", reason): 1}}
 
 
 @respx.mock
@@ -160,7 +160,7 @@ def test_retryable_statuses_are_retried_with_exponential_backoff(status):
     result, counters = scrape_one(config_for("env_a"))
     assert result.success
     assert sent_at(route) == [0.0, 0.5, 1.5]
-    assert counters.requests == {("env_a", str(status)): 2, ("env_a", "200"): 1}
+    assert counters.requests == {"env_a": {str(status): 2, "200": 1}}
 
 
 @pytest.mark.parametrize(
@@ -178,7 +178,7 @@ def test_connection_errors_and_timeouts_are_retried(error, code):
     result, counters = scrape_one(config_for("env_a"))
     assert result.success
     assert sent_at(route) == [0.0, 0.5]
-    assert counters.requests == {("env_a", code): 1, ("env_a", "200"): 1}
+    assert counters.requests == {"env_a": {code: 1, "200": 1}}
 
 
 @respx.mock
@@ -304,7 +304,7 @@ def test_a_slow_response_ends_at_the_request_timeout_and_is_retried():
     assert result.success
     # Timed out at 2.5 s, retried after 0.5 s: done at 3.0 s.
     assert result.duration_seconds == 3.0
-    assert counters.requests == {("env_a", "timeout"): 1, ("env_a", "200"): 1}
+    assert counters.requests == {"env_a": {"timeout": 1, "200": 1}}
 
 
 # -- deadlines, shared listings, concurrency ---------------------------------------
@@ -476,7 +476,7 @@ def test_our_own_bug_is_that_environments_failure_logged_once_with_its_traceback
     scrapes = run_virtual(go())
     assert [[r.success for r in rs] for rs in scrapes] == [[False, True]] * 3
     assert scrapes[0][0].failures["work"].reason == "internal"
-    assert counters.failures == {("env_bad", "work", "internal"): 3}
+    assert counters.failures == {"env_bad": {("work", "internal"): 3}}
     lines = log_stream.getvalue().splitlines()
     assert len(lines) == 1, lines
     assert "environment_id=env_bad" in lines[0] and "reason=internal" in lines[0]

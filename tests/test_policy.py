@@ -17,7 +17,28 @@ from prometheus_client import CollectorRegistry
 
 from exporter.collectors.scrape import ScrapeCollector
 from exporter.flow import FlowLedger
-from exporter.policy import BackgroundPolicy, OnDemandPolicy, ResultStore
+from exporter.failures import FailureLog
+from exporter.isolation import Boundary
+from exporter.policy import BackgroundPolicy, OnDemandPolicy, RefreshSchedule, ResultStore
+from exporter.redact import Redactor
+
+
+def background(engine, store: ResultStore, config, interval: float = 60.0, timeout: float = 60.0):
+    """A started BackgroundPolicy over `config`'s environments, as the wiring builds it."""
+    failures = FailureLog(clock=lambda: asyncio.get_running_loop().time())
+    policy = BackgroundPolicy(
+        engine,
+        store,
+        lambda: config.environments,
+        interval,
+        timeout=timeout,
+        schedule=RefreshSchedule(),
+        failures=failures,
+        boundary=Boundary(failures, Redactor()),
+        wall_clock=wall,
+    )
+    policy.start()
+    return policy
 
 
 def wall() -> float:
@@ -71,9 +92,7 @@ def test_background_lists_each_environment_on_its_own_schedule_and_scrapes_read_
 
     async def go():
         async with running_engine(config, wall_clock=wall, on_result=store.put) as engine:
-            policy = BackgroundPolicy(
-                engine, store, lambda: config.environments, interval=60.0, wall_clock=wall
-            )
+            policy = background(engine, store, config)
             loop = asyncio.get_running_loop()
             before = await policy.results(config.environments, loop.time() + 10)
             await asyncio.sleep(150)  # virtual: two and a half intervals
@@ -83,7 +102,7 @@ def test_background_lists_each_environment_on_its_own_schedule_and_scrapes_read_
             return before, after, offsets
 
     before, after, offsets = run_virtual(go())
-    assert [r.failures["work"].reason for r in before] == ["pending"] * 3
+    assert [r.pending for r in before] == [True] * 3
     for env_id in ids:  # every 60 s from its own offset, no sooner
         first = offsets[env_id]
         assert started[env_id] == [round(t, 6) for t in (first, first + 60, first + 120) if t <= 150]
@@ -101,9 +120,7 @@ def test_a_failed_background_refresh_is_reported_and_the_last_success_still_date
 
     async def go():
         async with running_engine(config, wall_clock=wall, on_result=store.put) as engine:
-            policy = BackgroundPolicy(
-                engine, store, lambda: config.environments, interval=60.0, wall_clock=wall
-            )
+            policy = background(engine, store, config)
             loop = asyncio.get_running_loop()
             offset = policy.offset("env_a")
             await asyncio.sleep(offset + 1)  # the first refresh, which succeeds
@@ -150,9 +167,7 @@ def test_transitions_stay_exactly_once_in_background_mode():
         async with running_engine(
             config, [work_source(config, wall, ledger)], wall_clock=wall, on_result=store.put
         ) as engine:
-            policy = BackgroundPolicy(
-                engine, store, lambda: config.environments, interval=60.0, wall_clock=wall
-            )
+            policy = background(engine, store, config)
             await asyncio.sleep(5 * 60)  # five refreshes; scrapes in between change nothing
             await policy.aclose()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -10,26 +10,32 @@ from prometheus_client.registry import Collector
 
 from .. import __version__
 from ..budget import RequestBudget
-from ..targets import DiscoveryState, Shard
+from ..policy import RefreshSchedule
+from ..shard import Shard
+from ..targets import DiscoveryState
 
 
 class BuildInfoCollector(Collector):
-    """`anthropic_work_exporter_build_info{version="0.1.0"} 1.0`, and this replica's shard."""
+    """`anthropic_work_exporter_build_info{version="0.1.0"} 1.0`, this replica's shard, and how many
+    environments it watches (`watched` is asked at each scrape)."""
 
-    def __init__(self, shard: Shard | None = None):
+    def __init__(self, shard: Shard | None = None, watched: Callable[[], int] | None = None):
         self.shard = shard or Shard()
+        self.watched = watched
 
     def describe(self) -> Iterator[Metric]:
         yield from _build_info()
 
     def collect(self) -> Iterator[Metric]:
-        info, shard = _build_info()
+        info, shard, watched = _build_info()
         info.add_metric([__version__], 1)
         shard.add_metric([str(self.shard.index), str(self.shard.total)], 1)
-        yield from (info, shard)
+        if self.watched is not None:
+            watched.add_metric([], self.watched())
+        yield from (info, shard, watched)
 
 
-def _build_info() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+def _build_info() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
     return (
         GaugeMetricFamily(
             "anthropic_work_exporter_build_info",
@@ -41,6 +47,33 @@ def _build_info() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
             "Always 1; the share of environments this replica watches (--shard.index of --shard.total).",
             labels=["index", "total"],
         ),
+        GaugeMetricFamily(
+            "anthropic_work_exporter_watched_environments",
+            "Environments this replica lists: configured and discovered ones, in its shard.",
+        ),
+    )
+
+
+class SchedulerCollector(Collector):
+    """`anthropic_work_exporter_scheduler_restarts_total 0.0`: the background scheduler failed and was
+    started again (each restart is logged with its traceback)."""
+
+    def __init__(self, schedule: RefreshSchedule):
+        self.schedule = schedule
+
+    def describe(self) -> Iterator[Metric]:
+        yield _scheduler_restarts()
+
+    def collect(self) -> Iterator[Metric]:
+        restarts = _scheduler_restarts()
+        restarts.add_metric([], self.schedule.restarts)
+        yield restarts
+
+
+def _scheduler_restarts() -> CounterMetricFamily:
+    return CounterMetricFamily(
+        "anthropic_work_exporter_scheduler_restarts",
+        "Times the background refresh scheduler failed and was started again (background mode).",
     )
 
 
@@ -121,11 +154,12 @@ class DiscoveryCollector(Collector):
         yield from _discovery_families()
 
     def collect(self) -> Iterator[Metric]:
-        success, last, found, requests = families = _discovery_families()
+        success, last, found, invalid, requests = families = _discovery_families()
         state = self.state
         if state.succeeded is not None:
             success.add_metric([], 1 if state.succeeded else 0)
             found.add_metric([], sum(1 for e in state.environments if e.self_hosted and not e.archived))
+            invalid.add_metric([], len(state.invalid))
             if state.last_success_timestamp:
                 last.add_metric([], state.last_success_timestamp)
         for code, count in sorted(state.requests.items()):
@@ -134,7 +168,7 @@ class DiscoveryCollector(Collector):
 
 
 def _discovery_families() -> tuple[
-    GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily
+    GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily
 ]:
     return (
         GaugeMetricFamily(
@@ -149,6 +183,11 @@ def _discovery_families() -> tuple[
         GaugeMetricFamily(
             "anthropic_work_discovered_environments",
             "Self-hosted, unarchived environments the last successful discovery found (all shards').",
+        ),
+        GaugeMetricFamily(
+            "anthropic_work_discovery_invalid_environments",
+            "Ids the last successful discovery returned that cannot be used safely (not a printable, "
+            "path-safe token, . or .., too long, or listed twice); they are skipped and logged once.",
         ),
         CounterMetricFamily(
             "anthropic_work_discovery_requests",

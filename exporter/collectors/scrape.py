@@ -34,6 +34,8 @@ class ScrapeCollector(Collector):
         for result in self.results:
             env = result.environment
             info.add_metric([env.id, env.name], 1)
+            if result.pending:  # not listed yet (background mode): neither a success nor a failure
+                continue
             success.add_metric([env.id], 1 if result.success else 0)
             duration.add_metric([env.id], result.duration_seconds)
             when = result.finished_at if result.success else self.last_success(env.id)
@@ -46,7 +48,8 @@ def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily
     return (
         GaugeMetricFamily(
             "anthropic_work_scrape_success",
-            "1 if this environment's listing completed in this scrape, else 0.",
+            "1 if this environment's work listing completed in this scrape (background mode: its latest "
+            "listing, if recent), else 0; absent until the first background listing ends.",
             labels=[ENV],
         ),
         GaugeMetricFamily(
@@ -76,7 +79,7 @@ class EngineCountersCollector(Collector):
         anthropic_work_api_requests_total{code="200",environment_id="env_011CZkZ9X2dpNyB7HsEFoRfW"} 42.0
     """
 
-    def __init__(self, counters: EngineCounters, environment_ids: set[str]):
+    def __init__(self, counters: EngineCounters, environment_ids: Sequence[str]):
         self.counters = counters
         self.environment_ids = environment_ids
 
@@ -85,11 +88,10 @@ class EngineCountersCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         requests, failures = _counter_families()
-        for (env_id, code), count in sorted(self.counters.requests.items()):
-            if env_id in self.environment_ids:
+        for env_id in self.environment_ids:
+            for code, count in sorted(self.counters.requests.get(env_id, {}).items()):
                 requests.add_metric([env_id, code], count)
-        for (env_id, source, reason), count in sorted(self.counters.failures.items()):
-            if env_id in self.environment_ids:
+            for (source, reason), count in sorted(self.counters.failures.get(env_id, {}).items()):
                 failures.add_metric([env_id, source, reason], count)
         yield from (requests, failures)
 
@@ -103,9 +105,9 @@ def _counter_families() -> tuple[CounterMetricFamily, CounterMetricFamily]:
         ),
         CounterMetricFamily(
             "anthropic_work_listing_failures",
-            "Listings that ended without a result, by source (work) and reason "
+            "Listings that ended without a result, by source (work, stats) and reason "
             "(http_<status>, timeout, connection, deadline, invalid_response, response_too_large, "
-            "repeated_cursor, too_many_pages, internal).",
+            "repeated_cursor, too_many_pages, no_credentials, internal).",
             labels=[ENV, "source", "reason"],
         ),
     )

@@ -30,6 +30,8 @@ class StatsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         success, depth, pending, oldest, workers = families = _families()
         for result in self.results:
+            if result.pending:  # not listed yet (background mode)
+                continue
             env_id = result.environment.id
             value: StatsResult | None = result.values.get(StatsSource.name)
             success.add_metric([env_id], 0 if value is None else 1)

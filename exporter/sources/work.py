@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from ..aggregate import OTHER, Aggregator, WorkSummary
-from ..config import BreakdownConfig, BucketConfig, Credentials, Environment
+from ..config import BreakdownConfig, BucketConfig, Config, Credentials, Environment
 from ..flow import FlowFold, FlowLedger
 from ..models import UpstreamFormatError, page_params, parse_work_page, work_path
 from . import Fetch, SourceFailed, WallClock
@@ -52,6 +52,18 @@ class WorkSource:
             "stop_duration": buckets.stop_duration_seconds,
         }
         self._logged: set[tuple[str, str]] = set()
+
+    @classmethod
+    def from_config(cls, config: Config, ledger: FlowLedger, wall_clock: WallClock) -> WorkSource:
+        return cls(
+            config.api.page_size,
+            config.api.max_pages,
+            config.buckets,
+            config.breakdown,
+            ledger,
+            config.scrape.clock_skew_seconds,
+            wall_clock,
+        )
 
     def credentials(self, env: Environment) -> Credentials:
         return env.credentials
