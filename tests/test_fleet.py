@@ -15,10 +15,10 @@ from processes import exporter_process, free_port, running, simulator_process, w
 from tools import query, require
 from upstream import running_exporter, running_simulator
 
-from exporter.flags import parse_shard
 from exporter.config import parse_config
-from exporter.simulator import API_KEY, SimEnvironment, static_items
+from exporter.flags import parse_shard
 from exporter.shard import Shard
+from exporter.simulator import API_KEY, SimEnvironment, static_items
 
 NOW = time.time()
 

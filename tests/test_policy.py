@@ -16,8 +16,8 @@ from engine_kit import API, config_for, running_engine, work_source
 from prometheus_client import CollectorRegistry
 
 from exporter.collectors.scrape import ScrapeCollector
-from exporter.flow import FlowLedger
 from exporter.failures import FailureLog
+from exporter.flow import FlowLedger
 from exporter.isolation import Boundary
 from exporter.policy import BackgroundPolicy, OnDemandPolicy, RefreshSchedule, ResultStore
 from exporter.redact import Redactor

@@ -1,0 +1,79 @@
+"""A small fake upstream on a free loopback port: each path answers what the test says.
+
+For the hostile cases the simulator has no fault for: a test routes a path to a body
+(any bytes), a status, or a gate that holds the answer until the test releases it
+(or forever), and reads which requests arrived.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+Answer = tuple[int, bytes]
+
+
+@dataclass
+class FakeUpstream:
+    url: str = ""
+    routes: dict[str, Callable[[], Answer]] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)  # paths (with query) in arrival order
+    released: threading.Event = field(default_factory=threading.Event)  # opens every `held` route
+
+    def answer(self, path: str, body: Any, status: int = 200) -> None:
+        """`path` answers `body`: bytes as they are, anything else as JSON."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.routes[path] = lambda: (status, data)
+
+    def held(self, path: str, body: Any) -> None:
+        """`path` answers `body` only once `released` is set (the test's, or the server's stop)."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+
+        def wait() -> Answer:
+            self.released.wait()
+            return 200, data
+
+        self.routes[path] = wait
+
+    def count(self, prefix: str) -> int:
+        return sum(1 for r in self.requests if r.startswith(prefix))
+
+
+@contextlib.contextmanager
+def fake_upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            fake.requests.append(self.path)
+            route = fake.routes.get(urlsplit(self.path).path)
+            status, body = route() if route is not None else (404, b'{"error": {"type": "not_found_error"}}')
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            with contextlib.suppress(OSError):  # the exporter gave up on this request: fine
+                self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    fake.url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        fake.released.set()
+        server.shutdown()
+        server.server_close()
