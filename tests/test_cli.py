@@ -207,3 +207,21 @@ def _scrape(url: str, timeout: str, answers: dict) -> None:
         )
     except httpx.HTTPError as exc:
         answers[timeout] = exc
+
+
+@pytest.mark.parametrize(
+    ("config", "web", "problem"),
+    [
+        ("api: {base_url: 'http://[::1'}\n", "", "config.yaml:1: api.base_url: not a URL"),
+        ("", "tls_server_config: {cert_file: 123, key_file: k}\n", "tls_server_config.cert_file: must be"),
+        ("", "tls_server_config: {cert_file: c, key_file: k, min_version: [TLS12]}\n", "min_version: must"),
+        ("", "basic_auth_users: {u: '$2b$40$" + "x" * 53 + "'}\n", "a bcrypt cost must be from 4 to 31"),
+        ("", "\xff\xfe not text\n", "web.yml: cannot read web config: not UTF-8 text"),
+    ],
+)
+def test_check_config_names_the_key_and_never_prints_a_traceback(tmp_path, config, web, problem):
+    (tmp_path / "config.yaml").write_text(config + "environments: [{id: env_a}]\n")
+    (tmp_path / "web.yml").write_bytes(web.encode("latin-1"))
+    result = run("--check-config", "--web.config.file", "web.yml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert problem in result.stderr and "Traceback" not in result.stderr + result.stdout

@@ -152,6 +152,22 @@ def test_every_option_parses():
         ),
         ("environments: [{id: e}]\nenvironments: [{id: f}]\n", "config.yaml:2: environments: duplicate key"),
         ("environments: [{id: e}\n", "invalid YAML"),
+        ("environments:\n  - id: .\n", "config.yaml:2: environments[0].id: not a valid environment id '.'"),
+        (
+            "environments:\n  - id: ..\n",
+            "environments[0].id: not a valid environment id '..': it must not be",
+        ),
+        ("environments:\n  - id: a/b\n", "environments[0].id: not a valid environment id 'a/b'"),
+        ("environments:\n  - id: a%2Fb\n", "environments[0].id: not a valid environment id 'a%2Fb'"),
+        ("environments:\n  - id: 'a b'\n", "it must be printable ASCII without spaces"),
+        ("environments:\n  - id: env_é\n", "it must be printable ASCII without spaces"),
+        (f"environments:\n  - id: {'x' * 257}\n", "it is 257 characters long (at most 256)"),
+        (
+            "api:\n  base_url: 'http://[::1'\nenvironments: [{id: e}]\n",
+            "config.yaml:2: api.base_url: not a URL",
+        ),
+        ("api:\n  base_url: 'https://host:port'\nenvironments: [{id: e}]\n", "api.base_url: not a URL"),
+        ("environments: " + "[" * 3000 + "]" * 3000 + "\n", "invalid YAML"),
         ("- just\n- a list\n", "must be a mapping, got a list"),
     ],
 )

@@ -9,7 +9,9 @@ import threading
 import time
 from pathlib import Path
 
+import bcrypt
 import httpx
+import pytest
 import yaml
 from exposition import samples, value
 from processes import exporter_process, simulator_process, wait_for
@@ -18,6 +20,7 @@ from upstream import running_exporter, running_simulator, static_env
 from exporter.cli import loader
 from exporter.config import load_config
 from exporter.simulator import Faults
+from exporter.web import load_web_config
 
 NOW = time.time()
 RELOAD_OK = "anthropic_work_exporter_config_last_reload_successful"
@@ -142,3 +145,53 @@ def test_the_web_config_reloads_too_but_not_tls_on_or_off(pki):
     assert (open_before, reloaded, anonymous, with_password) == (200, 200, 401, 200)
     assert tls.status_code == 500 and "turning TLS on or off needs a restart" in tls.text
     assert still == 200
+
+
+@pytest.mark.parametrize(
+    ("config", "web", "named"),
+    [
+        ("", "tls_server_config: {cert_file: a, key_file: b, min_version: [TLS12]}\n", "min_version"),
+        ("", "tls_server_config: {cert_file: a, key_file: b, client_auth_type: [x]}\n", "client_auth_type"),
+        ("", "tls_server_config: {cert_file: 123, key_file: b}\n", "tls_server_config.cert_file"),
+        ("", "basic_auth_users: {prom: '$2b$03$" + "x" * 53 + "'}\n", "basic_auth_users.prom"),
+        ("api: {base_url: 'http://[::1'}\n", "", "api.base_url"),
+    ],
+)
+def test_a_reload_that_cannot_build_is_refused_whole_by_post_and_by_sighup(tmp_path, config, web, named):
+    """Refused, never a 500 "Internal error" or a lost task: the running config stays, the metric says 0."""
+    with simulator_process("--static", "2") as sim:
+        (env_id, key), *_ = sim["environments"].items()
+        good = f"api: {{base_url: '{sim['url']}'}}\nenvironments: [{{id: {env_id}}}]\n"
+        (tmp_path / "config.yaml").write_text(good)
+        (tmp_path / "web.yml").write_text("")
+        flags = ("--config.file", "config.yaml", "--web.config.file", "web.yml")
+        with exporter_process(*flags, env={"ANTHROPIC_ENVIRONMENT_KEY": key}, cwd=tmp_path) as (url, log):
+            (tmp_path / "config.yaml").write_text(config + f"environments: [{{id: {env_id}}}]\n")
+            (tmp_path / "web.yml").write_text(web)
+            posted = httpx.post(f"{url}/-/reload", timeout=30)
+            os.kill(_pid_listening(log), signal.SIGHUP)
+            wait_for("the SIGHUP's refusal", lambda: log.read_text().count("reload refused") == 2)
+            after = httpx.get(f"{url}/metrics", timeout=30).text
+        text = log.read_text()
+    assert posted.status_code == 500 and posted.text.startswith("Reload refused; the running config stays:")
+    assert named in posted.text and "Internal error" not in posted.text
+    assert value(samples(after), RELOAD_OK) == 0
+    assert value(samples(after), "anthropic_work_scrape_success", environment_id=env_id) == 1
+    refusals = [line for line in text.splitlines() if "reload refused" in line]
+    assert len(refusals) == 2 and all(named in line for line in refusals)
+    assert "Task exception was never retrieved" not in text and "Traceback" not in text
+
+
+def test_loading_a_web_config_hashes_no_password(tmp_path, monkeypatch):
+    """A cost-16 hash takes seconds to check: loading (and so reloading) must not run bcrypt at all."""
+
+    def refuse(*args):
+        raise AssertionError("bcrypt ran while loading the web config")
+
+    monkeypatch.setattr(bcrypt, "hashpw", refuse)
+    monkeypatch.setattr(bcrypt, "checkpw", refuse)
+    (tmp_path / "web.yml").write_text(
+        "basic_auth_users: {prom: '$2b$16$5rdYXI91QPOFthQdfP4jSerUv2iCnvWhLd/KhtLAdmNXDUKCgnHaq'}\n"
+    )
+    web = load_web_config(tmp_path / "web.yml")
+    assert web.basic_auth is not None

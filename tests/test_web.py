@@ -362,6 +362,34 @@ def test_a_failed_tls_handshake_is_one_log_line(pki, client, reason):
             ],
         ),
         ("tls_server_config: [\n", ["2: invalid YAML: "]),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, min_version: [TLS12]}\n",
+            ["1: tls_server_config.min_version: must be a non-empty string"],
+        ),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, client_auth_type: [x]}\n",
+            ["1: tls_server_config.client_auth_type: must be a non-empty string"],
+        ),
+        (
+            "tls_server_config:\n  cert_file: 123\n  key_file: {a: b}\n",
+            [
+                "2: tls_server_config.cert_file: must be a non-empty string",
+                "3: tls_server_config.key_file: must be a non-empty string",
+            ],
+        ),
+        (
+            "tls_server_config: {cert_file: a, key_file: b, max_version: TLS99}\n",
+            ["1: tls_server_config.max_version: must be one of"],
+        ),
+        (
+            "basic_auth_users:\n  a: '$2b$03$" + "x" * 53 + "'\n  b: '$2b$32$" + "x" * 53 + "'\n",
+            [
+                "2: basic_auth_users.a: a bcrypt cost must be from 4 to 31, this one is 3",
+                "3: basic_auth_users.b: a bcrypt cost must be from 4 to 31, this one is 32",
+            ],
+        ),
+        ("basic_auth_users:\n  a: '$2b$10$short'\n", ["2: basic_auth_users.a: must be a bcrypt hash"]),
+        ("basic_auth_users:\n  1: '" + BCRYPT_PW + "'\n", ["2: basic_auth_users.1: a user name must be"]),
     ],
 )
 def test_web_config_errors_give_file_line_and_key_in_line_order(tmp_path, text, expected):
