@@ -180,6 +180,7 @@ class BackgroundPolicy:
         self._pending: dict[str, EnvironmentResult] = {}
         self._stale: dict[str, tuple[EnvironmentResult, EnvironmentResult]] = {}  # latest -> as stale
         self._listings: set[asyncio.Task[EnvironmentResult]] = set()
+        self._unscheduled: set[str] = set()  # environments whose scheduling step failed
         self._scheduler: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -204,7 +205,8 @@ class BackgroundPolicy:
                 )
             return pending
         self._pending.pop(env.id, None)
-        if now - latest.finished_at <= max(2 * self.interval, 2 * latest.duration_seconds):
+        fresh = now - latest.finished_at <= max(2 * self.interval, 2 * latest.duration_seconds)
+        if fresh or not latest.values:  # a failure says why already; only numbers go stale
             self._stale.pop(env.id, None)
             return latest
         kept = self._stale.get(env.id)
@@ -263,6 +265,9 @@ class BackgroundPolicy:
                     if env.id not in schedule.scheduled:
                         self._schedule_first(env, now)
                     await pace()
+            for env_id in list(self._unscheduled):  # their first turn failed: try again
+                if env_id in by_id:
+                    self._schedule_first(by_id[env_id], now)
             while schedule.turns and schedule.turns[0][0] <= now:
                 _, env_id = heapq.heappop(schedule.turns)
                 watched = by_id.get(env_id)
@@ -280,7 +285,9 @@ class BackgroundPolicy:
         outcome = self.boundary.run(env, "schedule", lambda: self._next_turn(env.id, now, first=True))
         if isinstance(outcome, Failure):
             self.store.put(EnvironmentResult(env, 0.0, self.wall_clock(), {}, {self.engine.primary: outcome}))
+            self._unscheduled.add(env.id)
             return
+        self._unscheduled.discard(env.id)
         heapq.heappush(self.schedule.turns, (outcome, env.id))
         self.schedule.scheduled.add(env.id)
 

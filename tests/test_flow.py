@@ -240,3 +240,50 @@ def test_the_state_kept_is_the_recent_transitions_not_the_items():
     assert mark is not None and mark.watermark == later - 60  # clock_skew_seconds, 60 by default
     assert set(mark.recent) == {("n1", 0), ("n2", 0), ("n2", 1)}
     assert counted(second, "created") == 2 and counted(second, "acknowledged") == 1
+
+
+def test_an_item_on_two_pages_of_one_listing_has_each_transition_counted_once():
+    """Pagination is no snapshot: w1 moved between page fetches and shows on both pages."""
+    api = Api()
+    moved = item("w1", created=T - 60, acknowledged=T + 1)
+    api.listings = [
+        [(T - 3600, [item("w1", created=T - 60)])],
+        [(T + 2, [moved, item("w2", created=T - 30, acknowledged=T + 1)]), (T + 3, [moved])],
+        [(T + 3600, [moved])],
+    ]
+    (_, second, third), _ = run(api, [T - 3600, T, T + 3600])
+    assert counted(second, "acknowledged") == 2  # w1 once (though on both pages), w2 once
+    assert observed(second, "queue_wait", "count") == 2
+    assert observed(second, "queue_wait", "sum") == 61 + 31
+    assert counted(third, "acknowledged") == 2
+
+
+def test_an_item_missing_from_one_listing_and_back_in_the_next_is_not_counted_again():
+    """w1's acknowledgement is counted by the second listing; the third misses w1 altogether
+    (it moved across a page boundary); the fourth shows it again, still within the skew window."""
+    api = Api()
+    acked = item("w1", created=T - 60, acknowledged=T + 5)
+    api.listings = [
+        [(T, [item("w1", created=T - 60)])],
+        [(T + 10, [acked])],
+        [(T + 20, [])],
+        [(T + 30, [acked])],
+    ]
+    registries, ledger = run(api, [T, T + 10, T + 20, T + 30])
+    assert [counted(r, "acknowledged") for r in registries] == [0, 1, 1, 1]
+    assert [observed(r, "queue_wait", "count") for r in registries] == [0, 1, 1, 1]
+    mark = ledger.mark("env_a")
+    assert mark is not None and set(mark.recent) == {("w1", 1)}  # carried over the listing that missed it
+
+
+@pytest.mark.parametrize("listings", [3, 30])
+def test_what_is_kept_between_listings_is_bounded_by_recent_transitions(listings):
+    """An hour apart, only transitions after the latest watermark are kept, however many items came by."""
+    api = Api()
+    for n in range(listings):
+        start = T + 3600 * n
+        batch = [item(f"w{n}-{i}", created=start - 10, acknowledged=start - 5) for i in range(50)]
+        api.listings.append([(start, batch)])
+    _, ledger = run(api, [T + 3600 * n for n in range(listings)])
+    mark = ledger.mark("env_a")
+    assert mark is not None and len(mark.recent) == 100  # the last batch's 50 items x 2 events

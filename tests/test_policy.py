@@ -15,12 +15,17 @@ from conftest import NOW, page, run_virtual, work
 from engine_kit import API, config_for, running_engine, work_source
 from prometheus_client import CollectorRegistry
 
+from exporter.collectors.exporter import ReloadState
 from exporter.collectors.scrape import ScrapeCollector
 from exporter.failures import FailureLog
 from exporter.flow import FlowLedger
 from exporter.isolation import Boundary
 from exporter.policy import BackgroundPolicy, OnDemandPolicy, RefreshSchedule, ResultStore
 from exporter.redact import Redactor
+from exporter.runtime import Reloader
+from exporter.server import TlsContext
+from exporter.shard import Shard
+from exporter.wiring import Lasting, build
 
 
 def background(engine, store: ResultStore, config, interval: float = 60.0, timeout: float = 60.0):
@@ -174,3 +179,218 @@ def test_transitions_stay_exactly_once_in_background_mode():
     run_virtual(go())
     totals = ledger.totals("env_a")
     assert totals is not None and totals.transitions["acknowledged"] == 1
+
+
+class SlowSource:
+    """Lists in `seconds` of (virtual) time, then answers; `None` seconds: never, after `answered` lists."""
+
+    name = "work"
+
+    def __init__(self, seconds: float | None, answered: int = 0):
+        self.seconds = seconds
+        self.answered = answered
+        self.started: list[float] = []
+        self.running = 0
+        self.overlapped = False
+
+    def credentials(self, env):
+        return env.credentials
+
+    async def collect(self, env, fetch):
+        loop = asyncio.get_running_loop()
+        self.started.append(loop.time() - 1000.0)
+        self.overlapped |= self.running > 0
+        self.running += 1
+        try:
+            if self.seconds is None and len(self.started) > self.answered:
+                await asyncio.Event().wait()  # hangs until cancelled
+            await asyncio.sleep(self.seconds or 0)
+            return "listed"
+        finally:
+            self.running -= 1
+
+
+def scrape_success(result) -> float | None:
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(ScrapeCollector([result]))
+    return registry.get_sample_value("anthropic_work_scrape_success", {"environment_id": "env_a"})
+
+
+def sample_every(policy, config, seconds: float, every: float = 0.5):
+    """scrape_success of env_a every `every` seconds for `seconds` (virtual), as a scrape sees it."""
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        seen = []
+        for _ in range(int(seconds / every)):
+            (result,) = await policy.results(config.environments, loop.time() + 10)
+            seen.append(scrape_success(result))
+            await asyncio.sleep(every)
+        return seen
+
+    return go()
+
+
+def test_a_listing_longer_than_the_interval_never_flaps_and_is_never_listed_twice_at_once():
+    config = config_for("env_a")
+    source = SlowSource(25.0)  # every listing takes two and a half intervals
+    store = ResultStore()
+
+    async def go():
+        async with running_engine(config, [source], wall_clock=wall, on_result=store.put) as engine:
+            policy = background(engine, store, config, interval=10.0, timeout=60.0)
+            offset = policy.offset("env_a")
+            seen = await sample_every(policy, config, 200)
+            await policy.aclose()
+            return offset, seen
+
+    offset, seen = run_virtual(go())
+    first_end = int((offset + 25) / 0.5) + 1
+    assert seen[: first_end - 1] == [None] * (first_end - 1)  # pending: absent, not a failure
+    assert set(seen[first_end:]) == {1.0}  # from the first end on, never 0: no flapping
+    assert not source.overlapped  # a turn during a listing started nothing
+    starts = [round(t - offset, 6) for t in source.started]
+    assert starts[:4] == [0.0, 30.0, 60.0, 90.0]  # the first turn after each listing ended
+
+
+def test_a_result_older_than_twice_the_interval_is_stale_never_success(log_stream):
+    config = config_for("env_a")
+    source = SlowSource(None, answered=1)  # the first listing answers, every later one hangs
+    store = ResultStore()
+
+    async def go():
+        async with running_engine(config, [source], wall_clock=wall, on_result=store.put) as engine:
+            policy = background(engine, store, config, interval=10.0, timeout=300.0)
+            offset = policy.offset("env_a")
+            seen = await sample_every(policy, config, 60, every=1.0)
+            await policy.aclose()
+            return offset, seen
+
+    offset, seen = run_virtual(go())
+    ended = int(offset) + 1  # the first listing ends at once, at its turn
+    assert seen[ended : ended + 20] == [1.0] * 20  # fresh for twice the interval
+    assert set(seen[ended + 21 :]) == {0.0}  # then stale, while the second listing hangs
+    stale = [line for line in log_stream.getvalue().splitlines() if "reason=stale" in line]
+    assert len(stale) == 1 and "background refresh is not keeping up" in stale[0]
+
+
+def test_the_scheduler_is_restarted_when_it_fails_and_refreshing_goes_on(log_stream):
+    config = config_for("env_a")
+    source = SlowSource(0.0)
+    store = ResultStore()
+    calls = []
+
+    def environments():
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the watched set could not be read")
+        return config.environments
+
+    async def go():
+        async with running_engine(config, [source], wall_clock=wall, on_result=store.put) as engine:
+            failures = FailureLog(clock=lambda: asyncio.get_running_loop().time())
+            schedule = RefreshSchedule()
+            policy = BackgroundPolicy(
+                engine,
+                store,
+                environments,
+                10.0,
+                timeout=10.0,
+                schedule=schedule,
+                failures=failures,
+                boundary=Boundary(failures, Redactor()),
+                wall_clock=wall,
+            )
+            policy.start()
+            await asyncio.sleep(100)
+            (result,) = await policy.results(config.environments, asyncio.get_running_loop().time() + 10)
+            await policy.aclose()
+            return schedule, result
+
+    schedule, result = run_virtual(go())
+    assert schedule.restarts == 1
+    assert len(source.started) >= 9  # about every 10 s for 100 s, despite the failure
+    assert scrape_success(result) == 1
+    log = log_stream.getvalue()
+    assert log.count("background refresh scheduler failed") == 1 and "the watched set could not" in log
+
+
+def test_one_environments_turn_that_raises_is_that_environments_internal_failure(log_stream):
+    config = config_for("env_a", "env_b")
+    source = SlowSource(0.0)
+    store = ResultStore()
+
+    class Unhashable(BackgroundPolicy):
+        def offset(self, environment_id: str) -> float:
+            if environment_id == "env_b":
+                raise ValueError("no offset for env_b")
+            return super().offset(environment_id)
+
+    async def go():
+        async with running_engine(config, [source], wall_clock=wall, on_result=store.put) as engine:
+            failures = FailureLog(clock=lambda: asyncio.get_running_loop().time())
+            policy = Unhashable(
+                engine,
+                store,
+                lambda: config.environments,
+                10.0,
+                timeout=10.0,
+                schedule=RefreshSchedule(),
+                failures=failures,
+                boundary=Boundary(failures, Redactor()),
+                wall_clock=wall,
+            )
+            policy.start()
+            await asyncio.sleep(30)
+            results = await policy.results(config.environments, asyncio.get_running_loop().time() + 10)
+            await policy.aclose()
+            return results
+
+    a, b = run_virtual(go())
+    assert a.success and not b.success
+    assert b.failures["work"].reason == "internal"
+    assert log_stream.getvalue().count("schedule failed") == 1
+
+
+@respx.mock
+def test_a_burst_of_reloads_keeps_every_environment_refreshing():
+    """A reload every second for a minute: the schedule and the listings in flight outlive each one."""
+    listed: list[float] = []
+
+    async def two_seconds(request):
+        listed.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(2)
+        return listing_of(1)
+
+    respx.get(f"{API}/env_a/work").mock(side_effect=two_seconds)
+    respx.get(f"{API}/env_a/work/stats").mock(
+        return_value=httpx.Response(200, json={"depth": 0, "pending": 0, "oldest_queued_at": None})
+    )
+    config = config_for("env_a", yaml="scrape: {mode: background, refresh_interval_seconds: 10}\n")
+
+    async def go():
+        lasting = Lasting(wall_clock=wall)
+        reloader = Reloader(
+            (config, None),
+            lambda: (config, None),
+            lambda c: build(c, lasting, Shard()),
+            state=ReloadState(),
+            tls=TlsContext(None),
+            forget=lasting.forget_all_but,
+        )
+        await reloader.start()
+        loop = asyncio.get_running_loop()
+        seen = []
+        for _ in range(60):
+            await asyncio.sleep(1)
+            assert await reloader.reload() == []
+            with reloader.use() as runtime:
+                (result,) = await runtime.policy.results(config.environments, loop.time() + 10)
+            seen.append(scrape_success(result))
+        await reloader.aclose()
+        return seen
+
+    seen = run_virtual(go())
+    assert len(listed) >= 5  # about one listing every 10 s, reloads or not
+    first = seen.index(1.0)
+    assert set(seen[first:]) == {1.0}  # never stale, never failed
