@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -185,6 +186,11 @@ async def _serve_until_signalled(
     reloads: set[asyncio.Task[list[str]]] = set()
 
     def on_started(reloader: Reloader) -> None:
+        # What exists now (modules, classes, the first config) lives as long as the process: out
+        # of the collector's way, so that a full collection walks only what scrapes made since.
+        gc.collect()
+        gc.freeze()
+
         def reload() -> None:
             task = loop.create_task(reloader.reload())
             reloads.add(task)

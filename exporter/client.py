@@ -27,6 +27,12 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
+# httpcore picks its asyncio backend (anyio's) at the first request and imports it then:
+# about 150 ms of imports inside the first listing, holding the event loop. Imported here, at
+# start, instead. (sniffio, a dependency, is what httpcore asks which event loop runs, on
+# every request: when it is not installed, that failed import searched sys.path each time.)
+import anyio._backends._asyncio  # noqa: F401
+import httpcore._backends.anyio  # noqa: F401
 import httpx
 
 # An error body is only read for its message; more than this is not an API error body.

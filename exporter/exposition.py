@@ -58,7 +58,9 @@ PerEnvironment = Callable[[Sequence[EnvironmentResult]], list[Collector]]
 Live = Callable[[Sequence[str]], list[Collector]]
 # What a rendered environment depends on besides its result (compared by identity).
 Version = Callable[[str], object]
-Families = list[tuple[bytes, bytes]]
+# (header, samples) per family. A tuple of bytes only: the garbage collector stops tracking it,
+# so 20,000 environments' rendered lines cost no full-collection time.
+Families = tuple[tuple[bytes, bytes], ...]
 
 
 @dataclass(frozen=True)
@@ -109,8 +111,8 @@ class Exposition:
                 pieces.append(self._families(result, fmt))
                 await pace()
             for at in range(0, len(environment_ids), LIVE_SLICE):
-                live = _registry(self.live(environment_ids[at : at + LIVE_SLICE]))
-                pieces.append(_split(fmt.encoder(live)))
+                live = _Nonempty(self.live(environment_ids[at : at + LIVE_SLICE]))
+                pieces.append(_split(fmt.encoder(live)))  # type: ignore[arg-type]  # has collect()
                 await pace()
             tail = fmt.encoder(own) if own is not None else (_EOF if fmt.openmetrics else b"")
             body = await _splice(pieces, pace) + tail  # OpenMetrics's `# EOF` comes last, from the tail
@@ -146,16 +148,16 @@ class Exposition:
     def _render(self, result: EnvironmentResult, fmt: Format) -> Families:
         """One environment's families: the boundary of its render step."""
         try:
-            return _split(fmt.encoder(_registry(self.per_environment([result]))))
+            return _split(fmt.encoder(_Nonempty(self.per_environment([result]))))  # type: ignore[arg-type]
         except Exception as exc:  # our own bug, in this environment's numbers only: it is shown failed
             failure = self.boundary.failure(result.environment, "render", exc)
         failed = EnvironmentResult(
             result.environment, result.duration_seconds, result.finished_at, {}, {"render": failure}
         )
         try:
-            return _split(fmt.encoder(_registry(self.per_environment([failed]))))
+            return _split(fmt.encoder(_Nonempty(self.per_environment([failed]))))  # type: ignore[arg-type]
         except Exception:  # the failure itself will not render either: leave the environment out
-            return []  # (its traceback was logged just above)
+            return ()  # (its traceback was logged just above)
 
     def _empty_families(self, fmt: Format) -> Families:
         """Every family's header in order, so that families no environment has still appear."""
@@ -188,6 +190,25 @@ def _registry(collectors: Iterable[Collector]) -> CollectorRegistry:
     return registry
 
 
+class _Nonempty:
+    """The families of some collectors that have samples, for an encoder (which only calls `collect`).
+
+    One environment's piece needs no empty family: every family's header comes once,
+    from the piece of no environment. Leaving them out (and the registry, which would
+    ask every collector for its names first) makes an environment's render about four
+    times cheaper, most for one that failed and so has a few samples only.
+    """
+
+    def __init__(self, collectors: Iterable[Collector]):
+        self.collectors = collectors
+
+    def collect(self) -> Iterable[Metric]:
+        for collector in self.collectors:
+            for family in collector.collect():
+                if family.samples:
+                    yield family
+
+
 def _split(text: bytes) -> Families:
     """(header, samples) per family block; a block starts at a `# HELP` line.
 
@@ -200,7 +221,7 @@ def _split(text: bytes) -> Families:
         while block.startswith(b"# ", end):  # TYPE and UNIT
             end = block.index(b"\n", end) + 1
         families.append((block[:end], block[end:]))
-    return families
+    return tuple(families)
 
 
 async def _splice(pieces: Iterable[Families], pace: Pace) -> bytes:

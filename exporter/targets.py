@@ -99,15 +99,19 @@ class Targets:
             return False
         known = {env.id for env in self.config.environments}
         found: dict[str, Environment] = {}
+        keys_dir = self.config.discovery.environment_keys_dir
+        where = f"no key file for it in {keys_dir}" if keys_dir else "no discovery.environment_keys_dir"
+        keyless = Credentials(NO_CREDENTIALS.type, NO_CREDENTIALS.value, where)  # one for all of them
         pace = Pace()
         for listed in self.discovered.environments:
-            if (
-                listed.self_hosted
-                and not listed.archived
-                and listed.id not in known
-                and listed.id not in found
-            ):
-                env = self._discovered(listed)
+            watchable = listed.self_hosted and not listed.archived
+            if watchable and listed.id not in known and listed.id not in found:
+                env = Environment(
+                    id=listed.id,
+                    name=listed.name,
+                    credentials=self.keys.keys.get(listed.id, keyless),
+                    stats_credentials=self.config.stats_credentials,
+                )
                 owned = self.boundary.run(env, "shard", partial(self.shard.owns, env.id))
                 if owned is True:
                     found[env.id] = env
@@ -115,19 +119,6 @@ class Targets:
         merged = self._configured + sorted(found.values(), key=lambda env: env.id)
         self._environments, self._by_id, self._version = merged, {env.id: env for env in merged}, version
         return True
-
-    def _discovered(self, listed: ListedEnvironment) -> Environment:
-        credentials = self.keys.keys.get(listed.id)
-        if credentials is None:
-            keys_dir = self.config.discovery.environment_keys_dir if self.config.discovery else None
-            where = f"no key file {keys_dir / listed.id}" if keys_dir else "no environment_keys_dir"
-            credentials = Credentials(NO_CREDENTIALS.type, NO_CREDENTIALS.value, where)
-        return Environment(
-            id=listed.id,
-            name=listed.name,
-            credentials=credentials,
-            stats_credentials=self.config.stats_credentials,
-        )
 
 
 class KeyWatcher:

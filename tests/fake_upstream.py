@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 Answer = tuple[int, bytes]
 
@@ -22,7 +22,7 @@ Answer = tuple[int, bytes]
 @dataclass
 class FakeUpstream:
     url: str = ""
-    routes: dict[str, Callable[[], Answer]] = field(default_factory=dict)
+    routes: dict[str, Callable[..., Answer]] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)  # paths (with query) in arrival order
     released: threading.Event = field(default_factory=threading.Event)  # opens every `held` route
 
@@ -30,6 +30,11 @@ class FakeUpstream:
         """`path` answers `body`: bytes as they are, anything else as JSON."""
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.routes[path] = lambda: (status, data)
+
+    def pages(self, path: str, bodies: list[Any]) -> None:
+        """`path` answers `bodies[n]` for `?page=n` (`n` 0 when absent): a cursor-paginated listing."""
+        data = [body if isinstance(body, bytes) else json.dumps(body).encode() for body in bodies]
+        self.routes[path] = lambda query: (200, data[int(query.get("page", ["0"])[0])])
 
     def held(self, path: str, body: Any) -> None:
         """`path` answers `body` only once `released` is set (the test's, or the server's stop)."""
@@ -45,6 +50,10 @@ class FakeUpstream:
         return sum(1 for r in self.requests if r.startswith(prefix))
 
 
+def _takes_query(route: Callable[..., Answer]) -> bool:
+    return route.__code__.co_argcount == 1
+
+
 @contextlib.contextmanager
 def fake_upstream() -> Iterator[FakeUpstream]:
     fake = FakeUpstream()
@@ -54,8 +63,12 @@ def fake_upstream() -> Iterator[FakeUpstream]:
 
         def do_GET(self) -> None:
             fake.requests.append(self.path)
-            route = fake.routes.get(urlsplit(self.path).path)
-            status, body = route() if route is not None else (404, b'{"error": {"type": "not_found_error"}}')
+            parts = urlsplit(self.path)
+            route = fake.routes.get(parts.path)
+            if route is None:
+                status, body = 404, b'{"error": {"type": "not_found_error"}}'
+            else:
+                status, body = route(parse_qs(parts.query)) if _takes_query(route) else route()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 
 import httpx
@@ -577,3 +578,35 @@ def test_gzip_when_asked_and_only_then():
     packed = render(lasting.exposition, results, ["env_a"], accept="", accept_encoding="br, gzip;q=0.8")
     assert not plain.gzipped and packed.gzipped
     assert gzip.decompress(packed.body) == plain.body
+
+
+@respx.mock
+def test_an_environment_that_cannot_be_rendered_is_shown_failed_and_the_others_exact(log_stream):
+    """A summary no encoder can write (a state that is no text) fails its environment's render step only."""
+    mock_fleet()
+    lasting, (a, c) = listed("env_a", "env_c")
+    summary = a.values["work"]
+    broken = dataclasses.replace(summary, items={**summary.items, "queued\ud800": 1})
+    hostile = dataclasses.replace(a, values={**a.values, "work": broken})
+    for accept in ACCEPTS.values():
+        response = render(lasting.exposition, [hostile, c], ["env_a", "env_c"], accept=accept)
+        registry = CollectorRegistry()
+        registry.register(_parsed(response.body))
+        assert value(registry, "anthropic_work_scrape_success", environment_id="env_a") == 0
+        assert value(registry, "anthropic_work_items", environment_id="env_a", state="active") is None
+        assert value(registry, "anthropic_work_scrape_success", environment_id="env_c") == 1
+        assert value(registry, "anthropic_work_items", environment_id="env_c", state="starting") == 1
+    failed = [line for line in log_stream.getvalue().splitlines() if "render failed" in line]
+    assert len(failed) == 1 and "reason=internal" in failed[0] and "UnicodeEncodeError" in failed[0]
+    assert "Traceback" in failed[0]  # the traceback, once, on that line
+
+
+def _parsed(body: bytes):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    class Parsed:
+        def collect(self):
+            text = body.decode().removesuffix("# EOF\n")
+            return text_string_to_metric_families(text)
+
+    return Parsed()
