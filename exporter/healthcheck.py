@@ -21,7 +21,7 @@ import ssl
 import sys
 from pathlib import Path
 
-from .config import ConfigError
+from .yamldoc import ConfigError
 from .flags import parse_args, parse_listen_address
 from .web import load_web_config
 

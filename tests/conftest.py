@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import logging
+import os
 import selectors
 import subprocess
 import time
@@ -14,6 +15,7 @@ from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import HealthCheck, settings
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from tools import require
@@ -24,6 +26,17 @@ from exporter.logs import setup_logging
 from exporter.negotiate import accepts_gzip, choose_format
 
 T = TypeVar("T")
+
+# Property tests: CI runs a fixed budget, the same examples every run (derandomized);
+# HYPOTHESIS_PROFILE=long searches far longer with fresh examples (docs/robustness.md). What a
+# long run finds becomes an @example in the suite.
+settings.register_profile(
+    "ci", derandomize=True, max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "long", max_examples=5_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # A fixed "now" for every age computed in tests: 2026-11-22T12:00:00Z.
 NOW = 1795348800.0

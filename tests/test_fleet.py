@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -16,9 +17,14 @@ from tools import query, require
 from upstream import running_exporter, running_simulator
 
 from exporter.config import parse_config
+from exporter.failures import FailureLog
 from exporter.flags import parse_shard
+from exporter.isolation import Boundary
+from exporter.models import ListedEnvironment
+from exporter.redact import Redactor
 from exporter.shard import Shard
 from exporter.simulator import API_KEY, SimEnvironment, static_items
+from exporter.targets import DiscoveryState, KeyStore, Targets
 
 NOW = time.time()
 
@@ -306,3 +312,28 @@ def test_a_fleet_of_300_environments_on_three_background_shards_under_a_real_pro
     # each environment was rendered once per listing, the slowest was 0.65 s.
     assert len(p90) == SHARDS and all(float(s["value"][1]) < 0.1 for s in p90), p90
     assert len(slowest) == SHARDS and all(float(s["value"][1]) < 0.5 for s in slowest), slowest
+
+
+def test_an_environment_whose_shard_cannot_be_told_is_left_out_and_logged_the_others_stay(log_stream):
+    """Shard hashing is a step of each environment: one that raises costs that environment only."""
+
+    class Brittle(Shard):
+        def owns(self, environment_id: str) -> bool:
+            if environment_id == "env_odd":
+                raise ValueError("cannot hash env_odd")
+            return True
+
+    config = parse_config(
+        "discovery:\n  credentials: {type: api_key, value_env: ANTHROPIC_API_KEY}\n",
+        {"ANTHROPIC_API_KEY": "sk-api-key-0123456789"},
+    )
+    state = DiscoveryState(
+        environments=[ListedEnvironment(e, e, True, False) for e in ("env_a", "env_odd", "env_b")],
+        generation=1,
+    )
+    failures = FailureLog()
+    targets = Targets(config, Brittle(), state, KeyStore(), Boundary(failures, Redactor()))
+    assert asyncio.run(targets.refresh())
+    assert [env.id for env in targets.environments()] == ["env_a", "env_b"]
+    lines = [line for line in log_stream.getvalue().splitlines() if "shard failed" in line]
+    assert len(lines) == 1 and "environment_id=env_odd" in lines[0] and "reason=internal" in lines[0]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 
 import pytest
 from processes import exporter_process
@@ -66,3 +68,23 @@ def test_a_web_config_it_cannot_read_is_unhealthy_and_says_which(tmp_path):
     (tmp_path / "cmdline").write_text(cmdline)
     with pytest.raises(SystemExit, match=r"^unhealthy: .*missing\.yml: cannot read web config"):
         main(str(tmp_path / "cmdline"))
+
+
+def test_the_health_check_loads_neither_the_exporter_nor_bcrypts_hashing(tmp_path):
+    """It runs every few seconds: flags and the web config's reader only, and no password is hashed."""
+    (tmp_path / "web.yml").write_text(f"basic_auth_users: {{prom: '{BCRYPT_PW}'}}\n")
+    flags = ["--web.listen-address", "127.0.0.1:1", "--web.config.file", str(tmp_path / "web.yml")]
+    heavy = ("httpx", "httpcore", "prometheus_client", "uvicorn", "msgspec", "exporter.cli", "exporter.app")
+    code = (
+        "import sys, bcrypt\n"
+        "bcrypt.hashpw = bcrypt.checkpw = None  # any call would raise\n"
+        "from exporter.healthcheck import probe\n"
+        f"print(probe({flags!r}))\n"
+        f"print(sorted(m for m in sys.modules if m.startswith({heavy!r})))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    problem, loaded = result.stdout.splitlines()
+    assert "ConnectionRefusedError" in problem
+    assert loaded == "[]"
