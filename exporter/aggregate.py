@@ -14,6 +14,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .models import EVENT_FIELDS, HEARTBEAT_FIELD, HEARTBEAT_STATES, KNOWN_STATES, STATE_SINCE_FIELD, WorkItem
 
@@ -25,33 +26,53 @@ MAX_UNKNOWN_STATES = 10
 TIMESTAMP_FIELDS = (*EVENT_FIELDS, HEARTBEAT_FIELD)
 
 
+class Exemplar(NamedTuple):
+    """An item observed in a bucket: which work, which session, its value, and when (Unix seconds)."""
+
+    work_id: str
+    session_id: str | None
+    value: float
+    timestamp: float
+
+
 @dataclass
 class AgeDistribution:
-    """Ages observed in one state: per-bucket counts (not cumulative), sum, max."""
+    """Ages observed in one state: per-bucket counts (not cumulative), sum, max, and, for the flow
+    histograms, the latest item observed in each bucket."""
 
     bounds: Sequence[float]
     counts: list[int] = field(default_factory=list)
     total: float = 0.0
     maximum: float = 0.0
+    exemplars: list[Exemplar | None] | None = None  # per bucket, once one is given
 
     def __post_init__(self) -> None:
         if not self.counts:
             self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
 
-    def observe(self, age: float) -> None:
+    def observe(self, age: float, item: tuple[str, str | None, float] | None = None) -> None:
+        """One age; `item` (work id, session id, when) makes it its bucket's exemplar."""
         if age < 0:  # the server's clock is ahead of ours
             age = 0.0
         # Buckets are upper-inclusive (le), so the first bound >= age.
-        self.counts[bisect_left(self.bounds, age)] += 1
+        bucket = bisect_left(self.bounds, age)
+        self.counts[bucket] += 1
         self.total += age
         if age > self.maximum:
             self.maximum = age
+        if item is not None:
+            if self.exemplars is None:
+                self.exemplars = [None] * len(self.counts)
+            self.exemplars[bucket] = Exemplar(item[0], item[1], age, item[2])
 
     def merge(self, other: AgeDistribution) -> None:
         for i, n in enumerate(other.counts):
             self.counts[i] += n
         self.total += other.total
         self.maximum = max(self.maximum, other.maximum)
+        if other.exemplars is not None:  # the newer exemplar of each bucket wins
+            mine = self.exemplars if self.exemplars is not None else [None] * len(self.counts)
+            self.exemplars = [theirs or kept for theirs, kept in zip(other.exemplars, mine, strict=True)]
 
     def cumulative(self) -> list[tuple[float, int]]:
         """(upper bound, cumulative count) pairs ending with (+Inf, count)."""

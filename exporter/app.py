@@ -26,14 +26,20 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
 
-from . import __version__
+from . import __version__, debug
+from .aggregate import WorkSummary
+from .collectors.exporter import ReloadState
 from .config import Environment, ScrapeConfig
 from .engine import EnvironmentResult
 from .exposition import Exposition
-from .negotiate import FORMATS, accepts_gzip, choose_format
+from .models import KNOWN_STATES
+from .negotiate import FORMATS, TEXT, accepts_gzip, choose_format
 from .policy import ResultStore
+from .retrying import Try
 from .runtime import Reloader, Runtime
+from .sources.work import WorkSource
 
 log = logging.getLogger("exporter.http")
 
@@ -65,6 +71,7 @@ class ExporterApp:
         registry: CollectorRegistry,
         exposition: Exposition,
         store: ResultStore,
+        reload_state: ReloadState,
         *,
         demo: bool = False,
     ):
@@ -72,6 +79,7 @@ class ExporterApp:
         self.registry = registry  # the exporter's own metrics: shown on /metrics only
         self.exposition = exposition  # renders one scrape's results
         self.store = store  # the latest result per environment, for the landing page
+        self.reload_state = reload_state  # the last reload's outcome, for the landing page
         self.demo = demo
         # A name[] filter that asks only for these lists nothing upstream.
         self.own_families = tuple(family.name for family in registry.collect())
@@ -163,7 +171,26 @@ class ExporterApp:
                 "in its config, or discovered, in its shard can be probed\n",
             )
             return
-        await self._metrics(runtime, scope, receive, send, (env,), headers, own=False)
+        if query.get("debug", ["false"])[-1].lower() not in ("true", "1"):
+            await self._metrics(runtime, scope, receive, send, (env,), headers, own=False)
+            return
+        raw = query.get("debug_items", [str(debug.DEFAULT_ITEMS)])[-1]
+        if not raw.isdigit() or not 1 <= int(raw) <= debug.MAX_ITEMS:
+            await _reply(send, scope, 400, f"400: debug_items must be a number from 1 to {debug.MAX_ITEMS}\n")
+            return
+        if scope["method"] == "HEAD":
+            await _reply(send, scope, 200, "")
+            return
+        budget = scrape_budget(headers.get("x-prometheus-scrape-timeout-seconds"), runtime.config.scrape)
+        deadline = asyncio.get_running_loop().time() + budget
+        attention = debug.Attention(int(raw), runtime.config.breakdown.metadata_keys)
+        tries: list[Try] = []
+        sources = debug.watched(runtime.engine.sources, attention)
+        result = await runtime.engine.examine(env, deadline, sources, tries.append)
+        metrics = await self.exposition.render([result], [env.id], None, fmt=TEXT, gzip=False)
+        settings = debug.settings(env, runtime.config)
+        page = debug.report(env, result, tries, metrics.body.decode(), settings, attention)
+        await _reply(send, scope, 200, page)
 
     async def _metrics(
         self,
@@ -205,46 +232,69 @@ class ExporterApp:
         rows = "".join(self._row(env) for env in environments[:LANDING_PAGE_ENVIRONMENTS])
         if len(environments) > LANDING_PAGE_ENVIRONMENTS:
             more = len(environments) - LANDING_PAGE_ENVIRONMENTS
-            rows += f"<tr><td colspan=3>and {more} more: see /metrics</td></tr>"
+            rows += f"<tr><td colspan=4>and {more} more: see /metrics</td></tr>"
         demo = " <strong>Demo mode</strong>: a built-in simulated API." if self.demo else ""
         families = [*self.exposition.families(), *self.registry.collect()]
         metrics = "".join(
-            f"<tr><td><code>{html.escape(m.name)}</code></td><td>{html.escape(m.type)}</td>"
+            f"<tr><td><code>{html.escape(_exposed_name(m))}</code></td><td>{html.escape(m.type)}</td>"
             f"<td>{html.escape(m.documentation)}</td></tr>"
-            for m in sorted(families, key=lambda m: m.name)
+            for m in sorted(families, key=_exposed_name)
         )
+        state = self.reload_state
+        when = _utc(state.last_success_timestamp) if state.last_success_timestamp else "never"
+        reload = (
+            f"<p>Config: loaded at {when}.</p>"
+            if state.successful
+            else "<p><strong>The last reload was refused</strong>; the config loaded at "
+            f"{when} still runs:</p><pre>{html.escape(state.message)}</pre>"
+        )
+        keys = ", ".join(KNOWN_STATES)
         return (
             "<!doctype html><html><head><title>anthropic-work-exporter</title></head><body>"
             f"<h1>anthropic-work-exporter {html.escape(__version__)}</h1><p>Work items of Anthropic "
-            f"Managed Agents self-hosted environments, for Prometheus.{demo}</p><ul>"
+            f"Managed Agents self-hosted environments, for Prometheus.{demo}</p>{reload}<ul>"
             '<li><a href="/metrics">/metrics</a>: every environment this exporter watches, and its own '
-            "metrics; <code>/probe?environment_id=…</code>: one environment</li>"
+            "metrics; <code>/probe?environment_id=…</code>: one environment, and with "
+            "<code>&amp;debug=true</code> its debug page</li>"
             '<li><a href="/-/healthy">/-/healthy</a>, <a href="/-/ready">/-/ready</a>; '
             "<code>POST /-/reload</code> reloads the config</li>"
             f"<li>Documentation: the README and <code>docs/</code> of version {html.escape(__version__)}; "
             'the web config format: <a href="https://github.com/prometheus/exporter-toolkit/blob/master/'
             'docs/web-configuration.md">exporter-toolkit</a></li></ul>'
-            "<h2>Environments</h2><table><tr><th>environment</th><th>name</th><th>last listing</th></tr>"
-            f"{rows}</table>"
+            "<h2>Environments</h2><table><tr><th>environment</th><th>name</th><th>last listing</th>"
+            f"<th>items ({keys})</th><th></th></tr>{rows}</table>"
             "<h2>Metrics</h2><table><tr><th>family</th><th>type</th><th>meaning</th></tr>"
             f"{metrics}</table></body></html>\n"
         )
 
     def _row(self, env: Environment) -> str:
-        probe = html.escape(urlencode({"environment_id": env.id}))
+        query = html.escape(urlencode({"environment_id": env.id}))
         latest = self.store.latest(env.id)
+        counts = ""
         if latest is None:
             last = "not listed yet"
         else:
-            when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(latest.finished_at))
             reasons = sorted({f.reason for f in latest.failures.values()})
-            last = f"{'ok' if latest.success else 'failed'} at {when}" + (
+            last = f"{'ok' if latest.success else 'failed'} at {_utc(latest.finished_at)}" + (
                 f" ({', '.join(reasons)})" if reasons else ""
             )
+            summary = latest.values.get(WorkSource.name)
+            if isinstance(summary, WorkSummary):
+                counts = " / ".join(str(summary.items.get(state, 0)) for state in KNOWN_STATES)
         return (
-            f'<tr><td><a href="/probe?{probe}">{html.escape(env.id)}</a></td>'
-            f"<td>{html.escape(env.name)}</td><td>{html.escape(last)}</td></tr>"
+            f'<tr><td><a href="/probe?{query}">{html.escape(env.id)}</a></td>'
+            f"<td>{html.escape(env.name)}</td><td>{html.escape(last)}</td><td>{counts}</td>"
+            f'<td><a href="/probe?{query}&amp;debug=true">debug</a></td></tr>'
         )
+
+
+def _exposed_name(metric: Metric) -> str:
+    """The name a scrape shows: a counter's samples end in `_total`."""
+    return f"{metric.name}_total" if metric.type == "counter" else metric.name
+
+
+def _utc(unix: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
 
 
 def _headers(scope: Scope) -> dict[str, str]:

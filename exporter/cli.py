@@ -118,7 +118,7 @@ async def run_exporter(
     )
     await reloader.start()
     registry = build_registry(state, lasting, shard, lambda: len(reloader.current.targets.environments()))
-    app = ExporterApp(reloader, registry, lasting.exposition, lasting.store, demo=demo)
+    app = ExporterApp(reloader, registry, lasting.exposition, lasting.store, state, demo=demo)
     server = HttpServer(app, sock, tls, limits or ServerLimits())
     await server.start()
     if on_started is not None:

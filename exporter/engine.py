@@ -47,7 +47,7 @@ from .failures import Failure, FailureLog
 from .isolation import internal_failure
 from .pace import Pace
 from .redact import Redactor
-from .retrying import RetryingGet
+from .retrying import RetryingGet, Trace
 from .sources import Fetch, Source, SourceFailed
 
 # Failures that mean "this environment ran out of time", which sends it to the back of the queue.
@@ -188,6 +188,15 @@ class Engine:
         started = self._start(env, deadline)
         return started.task if isinstance(started, _Listing) else None
 
+    async def examine(
+        self, env: Environment, deadline: float, sources: Sequence[Source[Any]], trace: Trace
+    ) -> EnvironmentResult:
+        """A fresh listing of `env` with these sources (the engine's own, watched), every request
+        told to `trace`: for the debug page. It joins no listing in flight, and its result is
+        handed on like any other's."""
+        listing = _Listing(env, deadline)
+        return await self._run(listing, sources, trace)
+
     def is_listing(self, environment_id: str) -> bool:
         return environment_id in self._inflight
 
@@ -282,9 +291,11 @@ class Engine:
 
     # -- one environment -------------------------------------------------------
 
-    async def _run(self, listing: _Listing) -> EnvironmentResult:
+    async def _run(
+        self, listing: _Listing, sources: Sequence[Source[Any]] | None = None, trace: Trace | None = None
+    ) -> EnvironmentResult:
         try:
-            return await self._list(listing)
+            return await self._list(listing, sources or self.sources, trace)
         except Exception as exc:  # a bug of ours outside any source: still only this environment's
             failure = internal_failure(exc, self.redactor)
             result = self._result(listing.env, 0.0, {}, dict.fromkeys(self.names, failure))
@@ -294,7 +305,9 @@ class Engine:
             if self._inflight.get(listing.env.id) is listing:
                 del self._inflight[listing.env.id]
 
-    async def _list(self, listing: _Listing) -> EnvironmentResult:
+    async def _list(
+        self, listing: _Listing, sources: Sequence[Source[Any]], trace: Trace | None
+    ) -> EnvironmentResult:
         loop = asyncio.get_running_loop()
         started = loop.time()
         env = listing.env
@@ -304,8 +317,8 @@ class Engine:
                 listing.timeout = timeout
                 async with self._slots:
                     listing.running = True
-                    for source in self.sources:
-                        fetch = self._fetcher(listing, source.credentials(env))
+                    for source in sources:
+                        fetch = self._fetcher(listing, source.credentials(env), trace)
                         tasks[source.name] = asyncio.create_task(self._collect(source, env, fetch))
                     await asyncio.wait(tasks.values())
         except TimeoutError:  # the latest waiter's deadline passed: abandon what is unfinished
@@ -370,7 +383,7 @@ class Engine:
 
     # -- requests --------------------------------------------------------------
 
-    def _fetcher(self, listing: _Listing, credentials: Credentials) -> Fetch:
+    def _fetcher(self, listing: _Listing, credentials: Credentials, trace: Trace | None = None) -> Fetch:
         env = listing.env
 
         async def fetch(path: str, params: Mapping[str, str | int]) -> bytes:
@@ -384,6 +397,7 @@ class Engine:
                 deadline=lambda: listing.deadline,
                 count=lambda code: self.observer.request(env.id, code),
                 pool=env.id,
+                trace=trace,
             )
 
         return fetch

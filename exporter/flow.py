@@ -114,7 +114,7 @@ class FlowFold:
                 for name, start in _ENDS[i]:
                     began = events[start]
                     if began is not None:
-                        self.steps[name].observe(stamped - began)
+                        self.steps[name].observe(stamped - began, (item.id, item.session, stamped))
 
     def mark(self) -> FlowMark:
         """What this listing covered: its watermark, and every transition known after it."""

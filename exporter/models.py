@@ -142,6 +142,8 @@ class WorkItem(NamedTuple):
     unparseable); `unparseable` names the timestamp fields that were present but
     garbled, so a null timestamp can be told from a broken one. `labels` are the
     item's values for the configured metadata keys (None where it has no such key).
+    `session` is `data.id`, the session the work runs (for exemplars and the debug
+    page); None when it has none, or none that is valid text.
     """
 
     id: str
@@ -150,6 +152,7 @@ class WorkItem(NamedTuple):
     latest_heartbeat: float | None
     unparseable: tuple[str, ...] = ()
     labels: tuple[str | None, ...] = ()
+    session: str | None = None
 
     @property
     def state_since(self) -> float | None:
@@ -177,6 +180,12 @@ def decode_json(body: bytes) -> Any:
 _Stamp = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
+class _WireData(msgspec.Struct):
+    """Of the item's `data` (the session, or a health check), only its id."""
+
+    id: str | None = None
+
+
 class _WireItem(msgspec.Struct):
     """The fields of a work item the metrics use; msgspec skips the rest (`secret` included)."""
 
@@ -189,6 +198,7 @@ class _WireItem(msgspec.Struct):
     stopped_at: _Stamp | None = None
     latest_heartbeat_at: _Stamp | None = None
     metadata: msgspec.Raw = msgspec.Raw()  # decoded only when metadata keys are configured
+    data: _WireData | None = None
 
 
 class _WirePage(msgspec.Struct):
@@ -258,7 +268,11 @@ def _typed_item(item: _WireItem, metadata_keys: tuple[str, ...]) -> WorkItem:
         metadata = _METADATA_DECODER.decode(item.metadata) if item.metadata else None
         metadata = metadata if isinstance(metadata, dict) else {}
         labels = tuple(_label(metadata.get(key)) for key in metadata_keys)
-    return tuple.__new__(WorkItem, (item_id, state, events, heartbeat, (), labels))
+    data = item.data
+    session = None if data is None else data.id
+    if session is not None and not (session.isascii() and 0 < len(session) <= MAX_ID_LENGTH):
+        raise _Tolerate  # the tolerant path decides whether it is usable
+    return tuple.__new__(WorkItem, (item_id, state, events, heartbeat, (), labels, session))
 
 
 def _parse_tolerantly(body: bytes, metadata_keys: tuple[str, ...]) -> Page:
@@ -308,7 +322,11 @@ def _work_item(raw: Any, metadata_keys: tuple[str, ...]) -> WorkItem:
         metadata = raw.get("metadata")
         metadata = metadata if isinstance(metadata, dict) else {}
         labels = tuple(_label(metadata.get(key)) for key in metadata_keys)
-    return WorkItem(item_id, state, tuple(events), heartbeat, tuple(unparseable), labels)
+    data = raw.get("data")
+    session = data.get("id") if isinstance(data, dict) else None
+    if not (isinstance(session, str) and 0 < len(session) <= MAX_ID_LENGTH and is_text(session)):
+        session = None  # optional: an odd one costs the item nothing but its session
+    return WorkItem(item_id, state, tuple(events), heartbeat, tuple(unparseable), labels, session)
 
 
 def _label(value: Any) -> str | None:

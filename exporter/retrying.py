@@ -23,10 +23,11 @@ import email.utils
 import random
 import time
 from collections.abc import Callable, Mapping
-from typing import Protocol
+from typing import NamedTuple, Protocol
+from urllib.parse import urlencode
 
 from . import __version__
-from .client import TransportFailure, UpstreamClient
+from .client import Reply, TransportFailure, UpstreamClient
 from .config import ApiConfig, Credentials
 from .models import (
     BETA_HEADER,
@@ -46,6 +47,21 @@ INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
 MAX_RETRY_AFTER = 60.0
 RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+class Try(NamedTuple):
+    """One request as sent and answered, for the debug page's listing log."""
+
+    path: str  # path and query, as sent
+    code: str  # the HTTP status, or timeout / error
+    size: int  # bytes of the body kept (decompressed)
+    seconds: float
+    request_id: str  # the API's request-id header, cleaned; "" when none
+    attempt: int  # 0 for the first try of a request, 1 for its first retry, ...
+    failure: str | None  # why this try gave no body: a reason and a message; None for a 200
+
+
+Trace = Callable[[Try], None]
 
 
 class Budget(Protocol):
@@ -84,12 +100,14 @@ class RetryingGet:
         count: Callable[[str], None],
         pool: str,
         workspace: str | None = None,
+        trace: Trace | None = None,
     ) -> bytes:
         """The 200 body of one GET of `path` (from the API root), after retries; SourceFailed otherwise.
 
         `deadline` is event-loop time, read anew before each try (a listing's deadline
-        grows when a later scrape joins it).
+        grows when a later scrape joins it). `trace`, when given, is told every try.
         """
+        sent = f"{path}?{urlencode(params)}" if params else path
         url = f"{self.api.base_url}{path}"
         headers = {
             VERSION_HEADER: self.api.anthropic_version,
@@ -108,22 +126,31 @@ class RetryingGet:
                 raise SourceFailed("deadline", "not finished before the scrape deadline")
             if self.budget is not None:
                 await self.budget.acquire(deadline())
+            started = loop.time()
             try:
                 reply = await self.client.get(url, params, headers, self.api.request_timeout_seconds, pool)
             except TransportFailure as exc:
                 count(exc.code)
                 failure = SourceFailed(exc.reason, str(exc))
+                if trace is not None:
+                    trace(Try(sent, exc.code, 0, loop.time() - started, "", retries, f"{exc.reason}: {exc}"))
                 if exc.reason not in ("timeout", "connection"):  # a body too large or malformed: no retry
                     raise failure from None
                 delay = self._backoff(retries)
             except asyncio.CancelledError:  # the deadline cut this request short
                 count("timeout")
+                if trace is not None:
+                    trace(Try(sent, "timeout", 0, loop.time() - started, "", retries, "deadline: cut short"))
                 raise
             else:
                 count(str(reply.status))
                 if reply.status == 200:
+                    if trace is not None:
+                        trace(self._try(sent, reply, loop.time() - started, retries, None))
                     return reply.body
                 failure = self._http_failure(reply.status, reply.body, reply.headers)
+                if trace is not None:
+                    trace(self._try(sent, reply, loop.time() - started, retries, failure))
                 asked = retry_after(reply.headers, self.wall_clock())
                 delay = asked if asked is not None else self._backoff(retries)
                 if self.budget is not None and (reply.status == 429 or asked is not None):
@@ -139,6 +166,13 @@ class RetryingGet:
                 )
             await asyncio.sleep(delay)
             retries += 1
+
+    def _try(
+        self, sent: str, reply: Reply, seconds: float, attempt: int, failure: SourceFailed | None
+    ) -> Try:
+        request_id = self.redactor.clean(reply.headers.get(REQUEST_ID_HEADER, ""), 80)
+        why = None if failure is None else f"{failure.reason}: {failure}"
+        return Try(sent, str(reply.status), len(reply.body), seconds, request_id, attempt, why)
 
     def _backoff(self, retries: int) -> float:
         return min(INITIAL_RETRY_DELAY * 2.0**retries, MAX_RETRY_DELAY) * (1 - 0.25 * self.jitter())

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from .collectors.exporter import ReloadState
 from .config import Config, ConfigError
+from .engine import Engine
 from .policy import Policy
 from .server import TlsContext
 from .targets import Targets
@@ -54,6 +55,10 @@ class Runtime:
     @property
     def targets(self) -> Targets:
         return self.served.targets
+
+    @property
+    def engine(self) -> Engine:
+        return self.served.engine
 
 
 class Reloader:
@@ -136,11 +141,12 @@ class Reloader:
             if old.users == 0:
                 self._close_later(old)
             self.state.successful, self.state.last_success_timestamp = True, self.wall_clock()
+            self.state.message = ""
             log.info("config reloaded", extra={"environments": len(config.environments)})
             return []
 
     async def _refuse(self, problems: list[str], built: Served | None) -> list[str]:
-        self.state.successful = False
+        self.state.successful, self.state.message = False, "\n".join(problems)
         log.error("reload refused; the running config stays", extra={"problems": "; ".join(problems)})
         if built is not None:  # it may have started timers before it failed
             try:

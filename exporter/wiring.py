@@ -100,6 +100,7 @@ class Served:
 
     policy: Policy
     targets: Targets
+    engine: Engine  # for the debug page's fresh listings
     start: Callable[[], Coroutine[Any, Any, None]]  # keys read, targets merged, timers started
     retire: Callable[[], None]  # a newer generation took over: start nothing more
     aclose: Callable[[bool], Coroutine[Any, Any, None]]  # stop; True: let listings in flight end first
@@ -183,4 +184,4 @@ def build(config: Config, lasting: Lasting, shard: Shard) -> Served:
         await policy.aclose(drain)
         await requests.aclose()
 
-    return Served(policy, targets, start, retire, aclose)
+    return Served(policy, targets, engine, start, retire, aclose)

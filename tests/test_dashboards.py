@@ -46,9 +46,11 @@ def test_template_variables(name):
         v = variables[var]
         assert v["type"] == "query" and v["multi"] and v["includeAll"]
         assert v["datasource"]["uid"] == "${datasource}"
-    assert variables["environment_id"]["definition"] == (
-        'label_values(anthropic_work_scrape_success{job=~"$job"}, environment_id)'
-    )
+    names = 'max by (environment_id, name) (anthropic_work_environment_info{job=~"$job"})'
+    environment = variables["environment_id"]
+    assert environment["definition"] == environment["query"]["query"] == f"query_result({names})"
+    # The id is the value the queries filter on; the display name is what legends and row titles show.
+    assert environment["regex"] == '/environment_id="(?<value>[^"]+)".*name="(?<text>[^"]+)"/'
 
 
 @pytest.mark.parametrize("name", DASHBOARDS)
@@ -137,3 +139,108 @@ def test_provisioning_files_load_the_dashboards_and_a_prometheus_datasource():
     assert providers["apiVersion"] == 1
     assert providers["providers"][0]["type"] == "file"
     assert providers["providers"][0]["options"]["path"]
+
+
+# What Grafana draws when a panel sets nothing, read from Grafana's own source:
+# public/app/plugins/panel/state-timeline/module.tsx sets the colour's defaultValue to
+# FieldColorModeId.ContinuousGrYlRd (green for the lowest value, red for the highest: a
+# failing 0 drawn green); stat, gauge and table colour by thresholds, whose default steps are
+# green, then red from 80; timeseries uses the classic palette, one colour per series.
+DEFAULT_COLOR_MODE = {"state-timeline": "continuous-GrYlRd", "stat": "thresholds", "table": "thresholds"}
+DEFAULT_THRESHOLDS = [{"color": "green", "value": None}, {"color": "red", "value": 80}]
+SUCCESS = re.compile(r"anthropic_work_\w*success\w*|anthropic_work_exporter_config_last_reload_successful")
+
+
+def drawn_colour(panel: dict, value: float) -> str | None:
+    """The colour Grafana gives `value` in `panel`: a value mapping first, then the colour mode."""
+    defaults = panel["fieldConfig"]["defaults"]
+    for mapping in defaults.get("mappings", []):
+        if mapping["type"] == "value" and str(int(value)) in mapping["options"]:
+            colour = mapping["options"][str(int(value))].get("color")
+            if colour:
+                return colour
+    mode = defaults.get("color", {}).get("mode", DEFAULT_COLOR_MODE.get(panel["type"], "palette-classic"))
+    if mode != "thresholds":
+        return None  # a gradient or a palette: the colour does not say good or bad
+    steps = defaults.get("thresholds", {}).get("steps", DEFAULT_THRESHOLDS)
+    colour = steps[0]["color"]
+    for step in steps[1:]:
+        if value >= step["value"]:
+            colour = step["color"]
+    return colour
+
+
+SUCCESS_PANELS = [
+    (name, p)
+    for name, d in DASHBOARDS.items()
+    for p in panels(d)
+    if p["type"] != "row" and any(SUCCESS.search(t["expr"]) for t in p["targets"])
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "panel"), SUCCESS_PANELS, ids=[f"{n}:{p['title']}" for n, p in SUCCESS_PANELS]
+)
+def test_a_success_panel_draws_0_red_and_1_green(name, panel):
+    assert (drawn_colour(panel, 0), drawn_colour(panel, 1)) == ("red", "green"), panel["title"]
+
+
+def test_the_colour_check_would_catch_grafanas_default():
+    bare = {"type": "state-timeline", "fieldConfig": {"defaults": {"unit": "short"}}}
+    assert (drawn_colour(bare, 0), drawn_colour(bare, 1)) == (None, None)
+    assert len(SUCCESS_PANELS) >= 3  # scrape success twice, stats success
+
+
+# Panels whose value is good or bad (staleness, backlog, waits): their colours are set, not left to
+# Grafana: green for good, red past the alert's threshold.
+GOOD_OR_BAD = (
+    "Queued",
+    "Workers polling",
+    "Stale heartbeats",
+    "Oldest queued wait",
+    "Oldest heartbeat and queue wait",
+    "Queue wait: p50, p95, p99",
+)
+
+
+@pytest.mark.parametrize("title", GOOD_OR_BAD)
+def test_good_and_bad_panels_set_their_colours(title):
+    overview = DASHBOARDS["anthropic-work-overview"]
+    panel = next(p for p in panels(overview) if p["title"] == title)
+    defaults = panel["fieldConfig"]["defaults"]
+    assert "mode" in defaults["color"], title
+    colours = [step["color"] for step in defaults["thresholds"]["steps"]]
+    assert ("green" in colours and colours[-1] == "red") or colours == ["red", "green"], (title, colours)
+    if panel["type"] == "timeseries":  # the bad region is marked on the graph
+        assert defaults["custom"]["thresholdsStyle"]["mode"] != "off"
+
+
+@pytest.mark.parametrize("name", DASHBOARDS)
+def test_legends_show_display_names_never_raw_ids(name):
+    for p in panels(DASHBOARDS[name]):
+        for t in p.get("targets", []):
+            legend = t.get("legendFormat", "")
+            assert "{{environment_id}}" not in legend, (p["title"], legend)
+            if "{{name}}" in legend:
+                assert "group_left (name)" in t["expr"] and "anthropic_work_environment_info" in t["expr"]
+
+
+@pytest.mark.parametrize("name", DASHBOARDS)
+def test_units_say_what_descriptions_say(name):
+    for p in panels(DASHBOARDS[name]):
+        if p["type"] == "row":
+            continue
+        unit = p["fieldConfig"]["defaults"]["unit"]
+        if unit == "percentunit":
+            assert "%" in p["description"] or "share" in p["description"], p["title"]
+        if unit == "s":
+            assert "cores" not in p["description"], p["title"]
+        if "cores" in p["description"]:
+            assert unit not in ("percentunit", "percent"), p["title"]
+
+
+def test_the_queue_wait_and_run_duration_panels_show_exemplars():
+    overview = DASHBOARDS["anthropic-work-overview"]
+    for title in ("Queue wait: p50, p95, p99", "Run duration: p50, p95, p99"):
+        panel = next(p for p in panels(overview) if p["title"] == title)
+        assert all(t["exemplar"] is True for t in panel["targets"]), title

@@ -97,12 +97,31 @@ def test_page_keeps_only_what_metrics_need():
                 latest_heartbeat=None,
                 unparseable=(),
                 labels=("search", None),
+                session="session_1",
             )
         ],
         "cur",
     )
     assert page.items[0].state_since == BASE
     assert "s3cret" not in repr(page) and "other" not in repr(page)
+
+
+@pytest.mark.parametrize(
+    ("data", "session"),
+    [
+        ({"id": "sesn_1", "type": "session"}, "sesn_1"),
+        ({"type": "healthcheck"}, None),
+        (None, None),
+        ({"id": 7}, None),
+        ({"id": "s\ud800"}, None),
+        ({"id": "x" * 300}, None),
+        (["not", "an", "object"], None),
+    ],
+)
+def test_the_session_id_is_kept_when_it_is_usable_and_costs_the_item_nothing_when_not(data, session):
+    body = json.dumps({"data": [{"id": "w1", "state": "active", "data": data}]}).encode()
+    (item,) = parse_work_page(body).items
+    assert (item.id, item.state, item.session) == ("w1", "active", session)
 
 
 def test_health_check_work_is_work_like_any_other():

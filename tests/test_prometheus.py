@@ -119,6 +119,7 @@ def stack(tmp_path_factory):
             f"--config.file={tmp / 'prometheus.yml'}",
             f"--storage.tsdb.path={tmp / 'data'}",
             f"--web.listen-address=127.0.0.1:{prom_port}",
+            "--enable-feature=exemplar-storage",  # what a dashboard's exemplars need
         ]
         with (
             running(am_args, tmp / "am.log", f"http://127.0.0.1:{am_port}/-/ready"),
@@ -144,7 +145,7 @@ def stack(tmp_path_factory):
                 ),
                 90,
             )
-            yield {"api": api, "received": received}
+            yield {"api": api, "received": received, "exporter": exporter_url}
 
 
 def fill(expr: str, environment_regex: str) -> str:
@@ -186,16 +187,48 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(stack, dashbo
             assert query(stack["api"], fill(expr, env_id)), f"{dashboard} / {panel}: no data for {env_id}"
 
 
-def test_template_variable_queries_find_the_job_and_every_environment(stack):
+@pytest.mark.parametrize("path", DASHBOARDS, ids=[p.stem for p in DASHBOARDS])
+def test_template_variable_queries_find_the_job_and_every_environment_by_its_name(stack, path):
+    """As Grafana runs them: label_values for the job; for the environment, query_result and the
+    variable's regex, whose named groups make the id the value and the display name the text."""
+    variables = {v["name"]: v for v in json.loads(path.read_text())["templating"]["list"]}
     jobs = httpx.get(
         f"{stack['api']}/label/job/values", params={"match[]": "anthropic_work_scrape_success"}
     ).json()["data"]
-    envs = httpx.get(
-        f"{stack['api']}/label/environment_id/values",
-        params={"match[]": f'anthropic_work_scrape_success{{job=~"{JOB}"}}'},
-    ).json()["data"]
     assert jobs == [JOB]
-    assert sorted(envs) == sorted(DEMO_ENVS)
+    environment = variables["environment_id"]
+    inner = environment["query"]["query"].removeprefix("query_result(").removesuffix(")").replace("$job", JOB)
+    lines = [
+        "{" + ",".join(f'{k}="{v}"' for k, v in sorted(r["metric"].items())) + "}"
+        for r in query(stack["api"], inner)
+    ]
+    pattern = re.compile(environment["regex"].strip("/").replace("(?<", "(?P<"))
+    found = {m["value"]: m["text"] for m in map(pattern.search, lines) if m}
+    assert found == {
+        "env_01demoBusySandboxes00": "busy-sandboxes",
+        "env_01demoIdleSandboxes00": "idle-sandboxes",
+        "env_01demoDyingWorkers000": "dying-workers",
+    }
+
+
+@pytest.mark.parametrize("histogram", ["queue_wait", "run_duration"])
+def test_exemplars_of_the_flow_histograms_reach_prometheus(stack, histogram):
+    """Prometheus with exemplar storage, scraping --demo in OpenMetrics: the buckets carry work and
+    session ids, as the overview's panels show them."""
+    expr = f'anthropic_work_{histogram}_seconds_bucket{{job="{JOB}"}}'
+
+    def exemplars() -> list[dict]:
+        answer = httpx.get(
+            f"{stack['api']}/query_exemplars", params={"query": expr, "start": "0", "end": "4102444800"}
+        ).json()
+        assert answer["status"] == "success", answer
+        return [e for series in answer["data"] for e in series["exemplars"]]
+
+    found = wait_for(f"exemplars of {histogram}", exemplars, 120)
+    for exemplar in found:
+        assert set(exemplar["labels"]) <= {"work_id", "session_id"} and exemplar["labels"]["work_id"]
+        assert float(exemplar["value"]) >= 0
+    assert any(e["labels"].get("session_id", "").startswith("session_") for e in found)
 
 
 def test_recording_rules_produce_series(stack):
@@ -222,6 +255,15 @@ def test_a_stale_heartbeat_alert_reaches_alertmanager_and_the_webhook(stack):
     assert alert["labels"]["job"] == JOB and alert["labels"]["state"] == "active"
     assert alert["annotations"]["summary"].endswith(f"in environment {DYING}")
     assert alert["annotations"]["runbook_url"] == "docs/runbooks.md#anthropicworkstaleheartbeat"
+    # The runbook's next step: the debug page the alert links to names the stale items and sessions.
+    debug_page = alert["annotations"]["debug_page"]
+    assert debug_page == f"/probe?environment_id={DYING}&debug=true"
+    page = httpx.get(stack["exporter"] + debug_page, timeout=30).text
+    stale = page.split("## Heartbeat older than 90 s: ")[1].split("\n\n")[0].splitlines()[1:]
+    assert stale, page[-2000:]
+    for line in stale:
+        work_id, _, session, state, *_ = line.split()
+        assert work_id.startswith("work_") and session.startswith("session_") and state == "active"
     # The healthy environments' workers heartbeat: no stale-heartbeat alert for them.
     busy = [
         a

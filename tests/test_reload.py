@@ -59,8 +59,11 @@ def test_post_reload_applies_a_good_config_and_refuses_a_broken_one_whole(tmp_pa
             path.write_text("environments:\n  - id: env_a\n    colour: red\n")
             bad = httpx.post(f"{base}/-/reload")
             after_bad = httpx.get(f"{base}/metrics").text
+            landing = httpx.get(f"{base}/").text
     assert listed(before) == {"env_a"}
     assert (good.status_code, good.text) == (200, "Reloaded.\n")
+    assert "<strong>The last reload was refused</strong>" in landing
+    assert "environments[0].colour: unknown key" in landing
     assert listed(after_good) == {"env_a", "env_b"}
     assert value(samples(after_good), RELOAD_OK) == 1
     assert value(samples(after_good), RELOAD_AT) >= value(samples(before), RELOAD_AT) > 0

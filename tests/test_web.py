@@ -176,10 +176,17 @@ def test_health_readiness_and_landing_page():
     assert "<h1>anthropic-work-exporter 0.1.0</h1>" in landing.text
     for family in (
         "anthropic_work_items",
-        "anthropic_work_transitions",
+        "anthropic_work_transitions_total",  # counters by the names a scrape shows
+        "anthropic_work_api_requests_total",
+        "process_cpu_seconds_total",
         "anthropic_work_exporter_build_info",
     ):
         assert f"<tr><td><code>{family}</code></td>" in landing.text  # with its type and help
+    assert "<code>anthropic_work_transitions</code>" not in landing.text
+    row = landing.text.split('<a href="/probe?environment_id=env_a">env_a</a>')[1].split("</tr>")[0]
+    assert "<td>ok at 20" in row and '<a href="/probe?environment_id=env_a&amp;debug=true">debug</a>' in row
+    assert "<td>1 / 0 / 0 / 0 / 0</td>" in row  # its one item is queued
+    assert "<p>Config: loaded at 20" in landing.text
     assert "<td>gaugehistogram</td><td>Seconds in the current state" in landing.text
     assert missing.status_code == 404
     assert (posted.status_code, posted.headers["allow"]) == (405, "GET, HEAD")

@@ -83,6 +83,7 @@ class ReloadState:
 
     successful: bool = True
     last_success_timestamp: float = 0.0
+    message: str = ""  # why the last reload was refused; "" after a success
 
 
 class ReloadCollector(Collector):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, Exemplar, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from ..aggregate import AgeDistribution
+from ..aggregate import Exemplar as Observed
 from ..flow import STEPS, FlowLedger
 
 ENV = "environment_id"
@@ -25,6 +27,12 @@ class FlowCollector(Collector):
     Sample line::
 
         anthropic_work_transitions_total{environment_id="env_011CZkZ9X2dpNyB7HsEFoRfW",event="started"} 1234.0
+
+    Each bucket of the flow histograms carries an exemplar, in OpenMetrics only: the latest
+    item observed in it, as `work_id` and `session_id`::
+
+        anthropic_work_queue_wait_seconds_bucket{environment_id="env_01",le="30.0"} 7.0 \
+            # {session_id="sesn_01",work_id="work_01"} 21.5 1.7953488e+09
     """
 
     def __init__(self, ledger: FlowLedger, environment_ids: list[str]):
@@ -47,10 +55,30 @@ class FlowCollector(Collector):
             for name, dist in totals.steps.items():
                 histogram = families[name]
                 assert isinstance(histogram, HistogramMetricFamily)
-                buckets = [(floatToGoString(bound), count) for bound, count in dist.cumulative()]
-                histogram.add_metric([env_id], buckets, dist.total)
+                histogram.add_metric([env_id], _buckets(dist), dist.total)
         yield transitions
         yield from families.values()
+
+
+# OpenMetrics allows an exemplar 128 characters of label names and values in all; Prometheus
+# refuses the whole scrape past that. "work_id" and "session_id" leave 111 for the values.
+MAX_WORK_ID, MAX_SESSION_ID = 55, 56
+
+
+def _buckets(dist: AgeDistribution) -> list[tuple[str, int] | tuple[str, int, Exemplar]]:
+    buckets: list[tuple[str, int] | tuple[str, int, Exemplar]] = []
+    exemplars = dist.exemplars or [None] * len(dist.counts)
+    for (bound, count), seen in zip(dist.cumulative(), exemplars, strict=True):
+        le = floatToGoString(bound)
+        buckets.append((le, count) if seen is None else (le, count, _exemplar(seen)))
+    return buckets
+
+
+def _exemplar(seen: Observed) -> Exemplar:
+    labels = {"work_id": seen.work_id[:MAX_WORK_ID]}
+    if seen.session_id:
+        labels["session_id"] = seen.session_id[:MAX_SESSION_ID]
+    return Exemplar(labels, seen.value, seen.timestamp)
 
 
 def _families() -> dict[str, Metric]:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..aggregate import OTHER, Aggregator, WorkSummary
 from ..config import BreakdownConfig, BucketConfig, Config, Credentials, Environment
 from ..flow import FlowFold, FlowLedger
-from ..models import UpstreamFormatError, page_params, parse_work_page, work_path
+from ..models import UpstreamFormatError, WorkItem, page_params, parse_work_page, work_path
 from . import Fetch, SourceFailed, WallClock
 
 log = logging.getLogger("exporter.sources.work")
@@ -68,7 +68,10 @@ class WorkSource:
     def credentials(self, env: Environment) -> Credentials:
         return env.credentials
 
-    async def collect(self, env: Environment, fetch: Fetch) -> WorkSummary:
+    async def collect(
+        self, env: Environment, fetch: Fetch, on_page: Callable[[list[WorkItem], float], None] | None = None
+    ) -> WorkSummary:
+        """Every page folded as it arrives; `on_page` sees each page's items too (the debug page)."""
         path = work_path(env.id)
         keys = self.breakdown.metadata_keys
         aggregator = Aggregator(
@@ -90,6 +93,8 @@ class WorkSource:
             del body
             aggregator.add_page(page.items, arrived)
             flow.add(page.items)
+            if on_page is not None:
+                on_page(page.items, arrived)
             if page.next_page is None:
                 break
             if repeats.seen(page.next_page):

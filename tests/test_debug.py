@@ -1,0 +1,162 @@
+"""The debug page, `/probe?environment_id=ENV&debug=true`: a fresh listing's log, its metrics, the
+settings without a key, and the work items that need attention, oldest first, chosen in bounded memory."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from conftest import NOW, page, rfc3339, work
+from fake_upstream import fake_upstream
+from upstream import running_exporter
+
+from exporter.config import parse_config
+from exporter.debug import Attention
+from exporter.models import WorkItem
+from exporter.web import load_web_config
+
+KEY = "sk-debug-environment-key-0123456789"
+STATS = {"depth": 1, "pending": 0, "oldest_queued_at": None, "workers_polling": 2}
+
+
+def item(work_id: str, state: str, since: float, heartbeat: float | None = None, team: str | None = None):
+    """A WorkItem in `state` since `since`, as the decoder makes it."""
+    index = {"queued": 0, "starting": 1, "active": 2, "stopping": 3}[state]
+    events = tuple(since if i == index else None for i in range(5))
+    return WorkItem(work_id, state, events, heartbeat, (), (team,), f"sesn_{work_id}")
+
+
+def test_the_oldest_of_each_kind_are_kept_page_by_page_in_bounded_memory():
+    attention = Attention(2, ("team",))
+    pages = [
+        [item("q1", "queued", NOW - 100), item("a1", "active", NOW - 500, heartbeat=NOW - 95, team="x")],
+        [
+            item("q2", "queued", NOW - 300),
+            item("s1", "starting", NOW - 200),
+            item("a2", "active", NOW - 50, NOW - 5),
+        ],
+        [item("q3", "queued", NOW - 200), item("a3", "active", NOW - 900, heartbeat=NOW - 400)],
+        [
+            item("s2", "starting", NOW - 30),
+            item("s3", "starting", NOW - 700),
+            item("p1", "stopping", NOW, NOW - 91),
+        ],
+    ]
+    for items in pages:
+        attention.add_page(items, NOW)
+        assert all(len(heap) <= 2 for heap in attention._heaps.values())  # never more than asked for
+    assert [n.work_id for n in attention.oldest("queued")] == ["q2", "q3"]
+    assert [n.work_id for n in attention.oldest("stale_heartbeat")] == ["a3", "a1"]  # a2 beat 5 s ago
+    assert [n.work_id for n in attention.oldest("no_heartbeat")] == ["s3", "s1"]
+    a3 = attention.oldest("stale_heartbeat")[0]
+    assert a3.ages == (("heartbeat", 400.0), ("in state", 900.0)) and a3.session_id == "sesn_a3"
+    assert attention.oldest("stale_heartbeat")[1].labels == (("team", "x"),)
+    assert attention.seen == 10
+
+
+def listing_pages(count: int, per_page: int):
+    """`count` queued items over pages of `per_page`, item n created n seconds before NOW - 1000."""
+    items = [
+        work("queued", id=f"work_{n:05d}", created_at=rfc3339(NOW - 1000 - n), data={"id": f"sesn_{n:05d}"})
+        for n in range(count)
+    ]
+    chunks = [items[n : n + per_page] for n in range(0, count, per_page)]
+    return [page(chunk, str(i + 1) if i + 1 < len(chunks) else None) for i, chunk in enumerate(chunks)]
+
+
+def config(fake, yaml: str = ""):
+    return parse_config(
+        f"api: {{base_url: '{fake.url}', max_retries: 0}}\n{yaml}"
+        "breakdown: {metadata_keys: [team]}\nenvironments: [{id: env_a, name: prod-sandboxes}]\n",
+        {"ANTHROPIC_ENVIRONMENT_KEY": KEY},
+    )
+
+
+def test_the_debug_page_shows_the_log_the_metrics_the_settings_and_the_oldest_items():
+    now = time.time()  # the exporter measures ages against its own clock
+    stale = work("active", id="work_stale", age=3000, heartbeat_age=1200, now=now, data={"id": "sesn_stale"})
+    stale["metadata"] = {"team": "search"}
+    fresh = work("active", id="work_fresh", age=3000, heartbeat_age=3, now=now, data={"id": "sesn_fresh"})
+    mute = work("starting", id="work_mute", age=600, now=now, data={"id": "sesn_mute"})
+    pages = listing_pages(250, 100)
+    pages[1]["data"] += [stale, fresh, mute]
+    with fake_upstream() as fake:
+        fake.pages("/v1/environments/env_a/work", pages)
+        fake.answer("/v1/environments/env_a/work/stats", STATS)
+        with running_exporter(config(fake)) as exporter:
+            url = f"http://{exporter.address}/probe?environment_id=env_a&debug=true&debug_items=3"
+            response = httpx.get(url, timeout=30)
+    text = response.text
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    sections = [
+        line for line in text.splitlines() if line.startswith("# ") and line[2:6] not in ("HELP", "TYPE")
+    ]
+    assert [s.split(" (")[0].split(",")[0] for s in sections] == [
+        "# Listing of env_a",
+        "# Metrics",
+        "# Settings",
+        "# Work items that need attention",
+    ]
+    log = text.split("# Metrics")[0]
+    assert "GET /v1/environments/env_a/work?limit=100 -> 200" in log
+    assert "GET /v1/environments/env_a/work?limit=100&page=2 -> 200" in log
+    assert "GET /v1/environments/env_a/work/stats -> 200" in log
+    assert "work: ok" in log and "stats: ok" in log
+    assert 'anthropic_work_items{environment_id="env_a",state="queued"} 250.0' in text
+    assert "credentials                      environment_key from env ANTHROPIC_ENVIRONMENT_KEY" in text
+    items = text.split("# Work items that need attention")[1]
+    queued = items.split("## Queued, waiting longest: 3 or more\n")[1].split("\n\n")[0].splitlines()
+    assert [line.split()[0] for line in queued] == ["work_00249", "work_00248", "work_00247"]  # oldest first
+    assert queued[0].startswith("work_00249  session sesn_00249  queued  waiting ")
+    stale_line = items.split("## Heartbeat older than 90 s: 1\n")[1].splitlines()[0]
+    assert (
+        stale_line.startswith("work_stale  session sesn_stale  active  heartbeat ")
+        and "team=search" in stale_line
+    )
+    assert "## Never heartbeated: 1\nwork_mute  session sesn_mute  starting  in state " in items
+    assert KEY not in text and "work-secret-never-shown" not in text
+
+
+def test_a_failing_listing_shows_why_on_the_debug_page_and_tries_no_retry_twice():
+    with fake_upstream() as fake:
+        fake.answer(
+            "/v1/environments/env_a/work",
+            {"type": "error", "error": {"type": "authentication_error", "message": "invalid key"}},
+            status=401,
+        )
+        fake.answer("/v1/environments/env_a/work/stats", STATS)
+        with running_exporter(config(fake)) as exporter:
+            text = httpx.get(
+                f"http://{exporter.address}/probe?environment_id=env_a&debug=true", timeout=30
+            ).text
+    assert "GET /v1/environments/env_a/work?limit=100 -> 401, " in text
+    assert "failed: http_401: HTTP 401 authentication_error: invalid key" in text
+    assert "work: failed, http_401: HTTP 401 authentication_error: invalid key" in text
+    assert 'anthropic_work_scrape_success{environment_id="env_a"} 0.0' in text
+
+
+@pytest.mark.parametrize("items", ["0", "1001", "-1", "x", "1e3", "20&debug_items=0"])
+def test_a_bad_debug_items_is_400_before_anything_is_listed(items):
+    with fake_upstream() as fake:
+        fake.answer("/v1/environments/env_a/work", page([]))
+        with running_exporter(config(fake)) as exporter:
+            url = f"http://{exporter.address}/probe?environment_id=env_a&debug=true&debug_items={items}"
+            response = httpx.get(url, timeout=30)
+    assert response.status_code == 400 and "debug_items must be a number from 1 to 1000" in response.text
+    assert fake.requests == []
+
+
+def test_the_debug_page_is_behind_the_same_basic_auth(tmp_path):
+    hashed = "$2y$04$5rdYXI91QPOFthQdfP4jSerUv2iCnvWhLd/KhtLAdmNXDUKCgnHaq"  # "pw", cost 4
+    (tmp_path / "web.yml").write_text(f"basic_auth_users: {{prom: '{hashed}'}}\n")
+    web = load_web_config(tmp_path / "web.yml")
+    with fake_upstream() as fake:
+        fake.answer("/v1/environments/env_a/work", page([]))
+        fake.answer("/v1/environments/env_a/work/stats", STATS)
+        with running_exporter(config(fake), web) as exporter:
+            url = f"http://{exporter.address}/probe?environment_id=env_a&debug=true"
+            anonymous = httpx.get(url, timeout=30)
+            allowed = httpx.get(url, auth=("prom", "pw"), timeout=30)
+    assert (anonymous.status_code, allowed.status_code) == (401, 200)
+    assert fake.count("/v1/environments/env_a/work") == 2  # the page's own listing, once
