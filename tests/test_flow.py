@@ -16,6 +16,7 @@ import respx
 from conftest import NOW, run_virtual, snapshot
 from engine_kit import API, config_for, running_engine, work_source
 from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 
 from exporter.collectors.flow import FlowCollector
 from exporter.config import BucketConfig
@@ -287,3 +288,40 @@ def test_what_is_kept_between_listings_is_bounded_by_recent_transitions(listings
     _, ledger = run(api, [T + 3600 * n for n in range(listings)])
     mark = ledger.mark("env_a")
     assert mark is not None and len(mark.recent) == 100  # the last batch's 50 items x 2 events
+
+
+def rendered(ledger: FlowLedger, fmt: str) -> str:
+    from exporter.negotiate import choose_format
+
+    chosen = choose_format(fmt)
+    assert chosen is not None
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(FlowCollector(ledger, ["env_a"]))
+    return chosen.encoder(registry).decode()
+
+
+def test_each_flow_bucket_carries_the_latest_item_observed_in_it_in_openmetrics_only():
+    api = Api()
+    long_id, long_session = "work_" + "x" * 200, "session_" + "y" * 200
+    first = item("w1", created=T - 60, acknowledged=T + 5)  # waited 65 s
+    second = dict(item(long_id, created=T - 2, acknowledged=T + 3), data={"id": long_session})  # 5 s
+    api.listings = [
+        [(T, [item("w1", created=T - 60)])],
+        [(T + 10, [{**first, "data": {"id": "sesn_1"}}, second])],
+    ]
+    _, ledger = run(api, [T, T + 10])
+    openmetrics = rendered(ledger, "application/openmetrics-text;version=1.0.0")
+    families = {f.name: f for f in openmetrics_families(openmetrics)}
+    buckets = {
+        s.labels["le"]: s
+        for s in families["anthropic_work_queue_wait_seconds"].samples
+        if s.name.endswith("_bucket")
+    }
+    short = buckets["5.0"].exemplar  # the default buckets: 1, 2.5, 5, 10, 30, 60, 120, ...
+    assert short.value == 5 and float(short.timestamp.sec + short.timestamp.nsec / 1e9) == T + 3
+    assert short.labels == {"work_id": long_id[:55], "session_id": long_session[:56]}  # 128 characters in all
+    assert sum(len(k) + len(v) for k, v in short.labels.items()) <= 128
+    assert buckets["120.0"].exemplar.labels == {"work_id": "w1", "session_id": "sesn_1"}
+    assert buckets["120.0"].exemplar.value == 65
+    assert buckets["60.0"].exemplar is None and buckets["+Inf"].exemplar is None  # nothing observed there
+    assert " # {" not in rendered(ledger, "text/plain")  # the classic text format has no exemplars
