@@ -46,14 +46,18 @@ log = logging.getLogger("exporter")
 
 
 def build_registry(
-    reload_state: ReloadState, lasting: Lasting, shard: Shard, watched: Callable[[], int]
+    reload_state: ReloadState,
+    lasting: Lasting,
+    shard: Shard,
+    watched: Callable[[], int],
+    known: Callable[[], int],
 ) -> CollectorRegistry:
     """The exporter's own metrics, shown on /metrics next to the environments'."""
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
-    registry.register(BuildInfoCollector(shard, watched))
+    registry.register(BuildInfoCollector(shard, watched, known))
     registry.register(ReloadCollector(reload_state))
     registry.register(BudgetCollector(lasting.budget))
     registry.register(DiscoveryCollector(lasting.discovered))
@@ -117,7 +121,13 @@ async def run_exporter(
         clean=lasting.redactor.clean,
     )
     await reloader.start()
-    registry = build_registry(state, lasting, shard, lambda: len(reloader.current.targets.environments()))
+    registry = build_registry(
+        state,
+        lasting,
+        shard,
+        watched=lambda: len(reloader.current.targets.environments()),
+        known=lambda: reloader.current.targets.known(),
+    )
     app = ExporterApp(reloader, registry, lasting.exposition, lasting.store, state, demo=demo)
     server = HttpServer(app, sock, tls, limits or ServerLimits())
     await server.start()

@@ -81,6 +81,7 @@ class Targets:
         self._configured = [env for env in config.environments if shard.owns(env.id)]
         self._environments = self._configured
         self._by_id = {env.id: env for env in self._configured}
+        self._known = len(config.environments)  # in every shard: what the replicas together watch
         self._version: tuple[int, int] | None = None
 
     def environments(self) -> list[Environment]:
@@ -89,6 +90,10 @@ class Targets:
 
     def find(self, environment_id: str) -> Environment | None:
         return self._by_id.get(environment_id)
+
+    def known(self) -> int:
+        """Environments configured and discovered in every shard: what all replicas must watch."""
+        return self._known
 
     async def refresh(self) -> bool:
         """Merge in what discovery and the keys directory say now; True if anything changed."""
@@ -103,8 +108,10 @@ class Targets:
         where = f"no key file for it in {keys_dir}" if keys_dir else "no discovery.environment_keys_dir"
         keyless = Credentials(NO_CREDENTIALS.type, NO_CREDENTIALS.value, where)  # one for all of them
         pace = Pace()
+        everywhere = len(known)
         for listed in self.discovered.environments:
             watchable = listed.self_hosted and not listed.archived
+            everywhere += watchable and listed.id not in known
             if watchable and listed.id not in known and listed.id not in found:
                 env = Environment(
                     id=listed.id,
@@ -116,6 +123,7 @@ class Targets:
                 if owned is True:
                     found[env.id] = env
             await pace()
+        self._known = everywhere
         merged = self._configured + sorted(found.values(), key=lambda env: env.id)
         self._environments, self._by_id, self._version = merged, {env.id: env for env in merged}, version
         return True

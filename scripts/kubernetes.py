@@ -1,15 +1,24 @@
-"""Make deploy/kubernetes/base/prometheusrule.yaml from rules/anthropic-work.rules.yml.
+"""Make the Kubernetes manifests from their one source each, or check that they are current.
 
-    python scripts/kubernetes.py            # write it
-    python scripts/kubernetes.py --check    # exit 1 if it is not what the rules make
+    python scripts/kubernetes.py            # write them
+    python scripts/kubernetes.py --check    # exit 1, saying which, if one is not what it makes
 
-Kustomize cannot turn a Prometheus rule file into a PrometheusRule's spec, so this
-does; tests/test_kubernetes.py runs the check, so the two never drift apart.
+- `deploy/helm/anthropic-work-exporter/templates/prometheusrule.yaml`: the chart's
+  PrometheusRule, made from `rules/anthropic-work.rules.yml` with each alert's threshold and
+  `for` replaced by its value (`prometheusRule.thresholds.<name>`, `prometheusRule.for.<name>`).
+  Rendered with the chart's default values it is the rules file's groups exactly.
+- `deploy/kubernetes/base/rendered.yaml`: the kustomize base's objects, rendered from the chart
+  by `helm template` with `deploy/kubernetes/base/values.yaml`. One set of manifests: the chart.
+
+`tests/test_kubernetes.py` runs the check, so none of them can drift from its source.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +27,28 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules" / "anthropic-work.rules.yml"
-TARGET = ROOT / "deploy" / "kubernetes" / "base" / "prometheusrule.yaml"
+CHART = ROOT / "deploy" / "helm" / "anthropic-work-exporter"
+RULE_TEMPLATE = CHART / "templates" / "prometheusrule.yaml"
+BASE = ROOT / "deploy" / "kubernetes" / "base"
+BASE_VALUES = BASE / "values.yaml"
+RENDERED = BASE / "rendered.yaml"
+
+# Each alert's name in values (the alert's name without AnthropicWork, in lowerCamelCase), and for
+# those with a threshold, the literal of it in `expr`, and each phrase of its annotations that says
+# the threshold or the duration (written here as the rules file has it with the default values).
+THRESHOLDS: dict[str, tuple[str, list[str]]] = {
+    "AnthropicWorkQueueBacklog": ("> 50", ["more than 50 queued"]),
+    "AnthropicWorkQueueWaitTooLong": ("> 300", ["above 300 s"]),
+    "AnthropicWorkQueueWaitSLO": ("> 0.05", ["above 0.05 had"]),
+    "AnthropicWorkStaleHeartbeat": ("> 90", ["more than 90 s ago"]),
+    "AnthropicWorkStartingWithoutHeartbeat": ("> 90", ["more than 90 s ago"]),
+    "AnthropicWorkStuckStopping": ("> 600", ["more than 600 s ago"]),
+}
+
+
+def value_name(alert: str) -> str:
+    name = alert.removeprefix("AnthropicWork")
+    return name[0].lower() + name[1:]
 
 
 class _Dumper(yaml.SafeDumper):
@@ -33,31 +63,136 @@ def _string(dumper: yaml.SafeDumper, text: str) -> yaml.Node:
 _Dumper.add_representer(str, _string)
 
 
-def prometheus_rule(rules_text: str) -> str:
+def _helm_literal(text: str) -> str:
+    """Prometheus's own `{{ ... }}` templates, made to pass through Helm's untouched."""
+    return re.sub(r"\{\{(.*?)\}\}", lambda m: '{{ "{{" }}' + m.group(1) + '{{ "}}" }}', text)
+
+
+def rule_template(rules_text: str) -> str:
+    """The chart's PrometheusRule template, from the rules file."""
     groups: list[dict[str, Any]] = yaml.safe_load(rules_text)["groups"]
-    rule = {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "PrometheusRule",
-        "metadata": {"name": "anthropic-work-exporter"},
-        "spec": {"groups": groups},
-    }
-    header = (
-        f"# Made by scripts/kubernetes.py from {RULES.relative_to(ROOT)}: change the rules there,\n"
-        "# then run the script again.\n"
+    holes: dict[str, str] = {}  # placeholder -> Helm expression
+
+    def hole(expression: str) -> str:
+        key = f"@@{len(holes)}@@"
+        holes[key] = expression
+        return key
+
+    for group in groups:
+        for rule in group["rules"]:
+            alert = rule.get("alert")
+            if alert is None:
+                continue
+            name = value_name(alert)
+            duration = rule["for"]
+            rule["for"] = hole(f"{{{{ .Values.prometheusRule.for.{name} }}}}")
+            for key in ("summary", "description"):
+                text = rule["annotations"][key]
+                for word in ("for", "For"):
+                    said = f"{word} " + hole(f"{{{{ .Values.prometheusRule.for.{name} }}}}")
+                    text = text.replace(f"{word} {duration}", said)
+                rule["annotations"][key] = text
+            if alert in THRESHOLDS:
+                literal, phrases = THRESHOLDS[alert]
+                number = literal.split()[1]
+                assert rule["expr"].count(literal) == 1, (alert, literal)
+                value = f"{{{{ .Values.prometheusRule.thresholds.{name} }}}}"
+                rule["expr"] = rule["expr"].replace(literal, f"{literal.split()[0]} " + hole(value))
+                for key in ("summary", "description"):
+                    for phrase in phrases:
+                        text = rule["annotations"][key]
+                        if phrase in text:
+                            rule["annotations"][key] = text.replace(phrase, phrase.replace(number, hole(value)))
+                assert phrases[0] not in rule["annotations"]["description"], (alert, phrases)
+    body = yaml.dump({"groups": groups}, Dumper=_Dumper, sort_keys=False, width=10_000, allow_unicode=True)
+    body = _helm_literal(body)
+    for key, expression in holes.items():
+        body = body.replace(key, expression)
+    indented = "".join(f"  {line}" if line.strip() else line for line in body.splitlines(keepends=True))
+    return (
+        f"# Made by scripts/kubernetes.py from {RULES.relative_to(ROOT)}, with each threshold and duration\n"
+        "# from values: change the rules there and run the script; change a threshold in values.\n"
+        "{{- if .Values.prometheusRule.enabled }}\n"
+        "apiVersion: monitoring.coreos.com/v1\n"
+        "kind: PrometheusRule\n"
+        "metadata:\n"
+        '  name: {{ include "awe.fullname" . }}\n'
+        "  labels:\n"
+        '    {{- include "awe.labels" . | nindent 4 }}\n'
+        "    {{- with .Values.prometheusRule.labels }}\n"
+        "    {{- toYaml . | nindent 4 }}\n"
+        "    {{- end }}\n"
+        "spec:\n"
+        f"{indented}"
+        "{{- end }}\n"
     )
-    return header + yaml.dump(rule, Dumper=_Dumper, sort_keys=False, width=10_000, allow_unicode=True)
+
+
+def helm() -> str:
+    found = shutil.which("helm")
+    if found is None:
+        sys.exit("helm is not installed: ./scripts/test.sh installs it (see docs/development.md)")
+    return found
+
+
+def rendered_base() -> str:
+    """The kustomize base's objects, as the chart renders them with the base's values."""
+    out = subprocess.run(
+        [helm(), "template", "anthropic-work-exporter", str(CHART), "--values", str(BASE_VALUES)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    for doc in docs:  # what only Helm manages, and the chart's version, do not belong in a base
+        labels = doc["metadata"].get("labels", {})
+        for key in ("app.kubernetes.io/managed-by", "helm.sh/chart", "app.kubernetes.io/instance"):
+            labels.pop(key, None)
+        for selector in _selectors(doc):
+            selector.pop("app.kubernetes.io/instance", None)
+    header = (
+        f"# Made by scripts/kubernetes.py: `helm template` of {CHART.relative_to(ROOT)} with\n"
+        f"# {BASE_VALUES.relative_to(ROOT)}. Do not edit: change the chart or the values, run the script.\n"
+    )
+    return header + "---\n".join(
+        yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=10_000, allow_unicode=True) for doc in docs
+    )
+
+
+def _selectors(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every label map that selects the pods, so that the base's selectors match its labels."""
+    spec = doc.get("spec", {})
+    found = []
+    if doc["kind"] == "Service":
+        found.append(spec.get("selector", {}))
+    for path in (("selector", "matchLabels"), ("podSelector", "matchLabels")):
+        node: Any = spec
+        for key in path:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if node:
+            found.append(node)
+    template = spec.get("template", {})
+    if template:
+        found.append(template["metadata"]["labels"])
+        for constraint in template["spec"].get("topologySpreadConstraints", []):
+            found.append(constraint["labelSelector"]["matchLabels"])
+    return found
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="compare instead of writing")
     args = p.parse_args()
-    made = prometheus_rule(RULES.read_text())
-    if not args.check:
-        TARGET.write_text(made)
-    elif not TARGET.exists() or TARGET.read_text() != made:
-        target, rules = TARGET.relative_to(ROOT), RULES.relative_to(ROOT)
-        sys.exit(f"{target} is not what {rules} makes: run scripts/kubernetes.py")
+    made = {RULE_TEMPLATE: rule_template(RULES.read_text())}
+    if not args.check:  # the chart's template first: the base is rendered from it
+        RULE_TEMPLATE.write_text(made[RULE_TEMPLATE])
+    made[RENDERED] = rendered_base()
+    stale = [path for path, text in made.items() if not path.exists() or path.read_text() != text]
+    if args.check and stale:
+        names = ", ".join(str(path.relative_to(ROOT)) for path in stale)
+        sys.exit(f"{names}: not what its source makes; run scripts/kubernetes.py")
+    for path in stale:
+        path.write_text(made[path])
 
 
 if __name__ == "__main__":

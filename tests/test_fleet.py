@@ -215,6 +215,15 @@ def test_shards_of_one_fleet_watch_disjoint_sets_that_cover_it(tmp_path):
 
 FLEET = 300
 SHARDS = 3
+SHARD_ALERTS = {
+    rule["alert"]: rule["expr"]
+    for group in yaml.safe_load(
+        (Path(__file__).parent.parent / "rules/anthropic-work.rules.yml").read_text()
+    )["groups"]
+    for rule in group["rules"]
+    if rule.get("alert", "").startswith("AnthropicWorkExporterShard")
+    or rule.get("alert") == "AnthropicWorkExporterEnvironmentsUnwatched"
+}
 BUDGET = 20.0  # requests a second, per replica
 REFRESH = 15.0  # seconds: 100 environments x 2 requests / 15 s = 13.3 requests a second per replica
 
@@ -299,7 +308,25 @@ def test_a_fleet_of_300_environments_on_three_background_shards_under_a_real_pro
                 ]
                 for env_id in sim["environments"]
             }
+            shard_alerts = {name: query(api, expr) for name, expr in SHARD_ALERTS.items()}
+            watched_total = query(api, "sum(anthropic_work_exporter_watched_environments)")
+            known = query(api, "anthropic_work_exporter_known_environments")
+            totals = query(api, "anthropic_work_exporter_shards")
+            # One shard's series gone, as when its pod is down: the unwatched rule sees it.
+            one_gone = query(
+                api,
+                SHARD_ALERTS["AnthropicWorkExporterEnvironmentsUnwatched"].replace(
+                    "anthropic_work_exporter_watched_environments{",
+                    f'anthropic_work_exporter_watched_environments{{instance!="{urls[0].removeprefix("http://")}",',
+                ),
+            )
     assert len(owners) == FLEET and {o["value"][1] for o in owners} == {"1"}
+    # The shards agree, all report, and together watch every environment: the shard alerts are quiet.
+    assert shard_alerts == {name: [] for name in SHARD_ALERTS}
+    assert float(watched_total[0]["value"][1]) == FLEET
+    assert [float(k["value"][1]) for k in known] == [FLEET] * SHARDS
+    assert [float(t["value"][1]) for t in totals] == [SHARDS] * SHARDS
+    assert len(one_gone) == 1 and float(one_gone[0]["value"][1]) < FLEET
     got = {(s["metric"]["environment_id"], s["metric"]["state"]): float(s["value"][1]) for s in items}
     assert got == {(e, state): n for e, t in truths.items() for state, n in t.items()}
     requests = sum(after["requests"].values()) - sum(before["requests"].values())

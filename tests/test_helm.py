@@ -1,0 +1,234 @@
+"""The Helm chart, with the real tools: `helm lint --strict`, `helm template` with the default values and
+with every value set, every core object valid for Kubernetes 1.30, a config the exporter accepts, the
+rules of rules/ exactly, and thresholds that reach the rules and still pass `promtool test rules`."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from tools import require
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "deploy" / "helm" / "anthropic-work-exporter"
+FULL = CHART / "ci" / "full-values.yaml"
+KUBERNETES_VERSION = "1.30.0"
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([require("helm"), *args], capture_output=True, text=True, check=False)
+
+
+def template(*args: str) -> list[dict[str, Any]]:
+    out = helm("template", "anthropic-work-exporter", str(CHART), *args)
+    assert out.returncode == 0, out.stderr
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def one(docs: list[dict[str, Any]], kind: str, suffix: str = "") -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)]
+    assert len(found) == 1, [d["metadata"]["name"] for d in found]
+    return found[0]
+
+
+@pytest.fixture(scope="module", params=["default", "full"])
+def rendered(request) -> tuple[str, list[dict[str, Any]]]:
+    return request.param, template(*(["--values", str(FULL)] if request.param == "full" else []))
+
+
+@pytest.mark.parametrize("values", [[], ["--values", str(FULL)]], ids=["default", "full"])
+def test_helm_lint_strict(values):
+    out = helm("lint", "--strict", str(CHART), *values)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "0 chart(s) failed" in out.stdout
+
+
+def test_every_core_object_is_valid_for_kubernetes(rendered):
+    name, docs = rendered
+    core = [d for d in docs if not d["apiVersion"].startswith("monitoring.coreos.com/")]
+    kinds = sorted(d["kind"] for d in core)
+    expected = [
+        "ConfigMap",
+        "ConfigMap",
+        "PodDisruptionBudget",
+        "Secret",
+        "Secret",
+        "Service",
+        "ServiceAccount",
+    ]
+    assert kinds == sorted([*expected, "StatefulSet", *(["NetworkPolicy"] if name == "full" else [])])
+    for doc in core:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_replicas_is_the_one_place_the_shard_count_is_set(rendered):
+    name, docs = rendered
+    statefulset = one(docs, "StatefulSet")
+    replicas = 4 if name == "full" else 2
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    assert statefulset["spec"]["replicas"] == replicas
+    assert container["env"] == [{"name": "SHARD_TOTAL", "value": str(replicas)}]
+    assert "--shard.total=$(SHARD_TOTAL)" in container["args"] and "--shard.index=auto" in container["args"]
+
+
+def test_the_rendered_config_passes_check_config(rendered, tmp_path):
+    _, docs = rendered
+    statefulset = one(docs, "StatefulSet")
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    text = one(docs, "ConfigMap", "-config")["data"]["config.yaml"]
+    # The Secrets' files where the pod would have them.
+    (tmp_path / "api-key").mkdir()
+    (tmp_path / "api-key" / "api-key").write_text("sk-test-organisation-key\n")
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "env_011CZkZ9X2dpNyB7HsEFoRfW").write_text("sk-test-environment-key\n")
+    text = text.replace(mounts["api-key"], str(tmp_path / "api-key"))
+    text = text.replace(mounts["environment-keys"], str(tmp_path / "keys"))
+    (tmp_path / "config.yaml").write_text(text)
+    check = subprocess.run(
+        [sys.executable, "-m", "exporter", "--check-config", "--config.file", str(tmp_path / "config.yaml")],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+    assert f"--config.file={mounts['config']}/config.yaml" in container["args"]
+
+
+def test_with_default_values_the_rule_is_exactly_the_rules_of_the_repository():
+    rule = one(template(), "PrometheusRule")
+    assert (
+        rule["spec"]["groups"]
+        == yaml.safe_load((ROOT / "rules/anthropic-work.rules.yml").read_text())["groups"]
+    )
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/kubernetes.py"), "--check"], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def test_a_threshold_set_in_values_is_in_the_rule_and_the_rule_tests_still_pass(tmp_path):
+    promtool = require("promtool")
+    docs = template(
+        "--set", "prometheusRule.thresholds.queueBacklog=70", "--set", "prometheusRule.for.staleHeartbeat=2m"
+    )
+    groups = one(docs, "PrometheusRule")["spec"]["groups"]
+    alerts = {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
+    backlog = alerts["AnthropicWorkQueueBacklog"]
+    assert backlog["expr"] == 'anthropic_work_items{state="queued"} > 70'
+    assert "more than 70 queued work items for 10m" in backlog["annotations"]["description"]
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "anthropic-work.rules.yml").write_text(yaml.safe_dump({"groups": groups}))
+    (tmp_path / "rules" / "tests").mkdir()
+    tests = (ROOT / "rules/tests/anthropic-work.test.yml").read_text()
+    (tmp_path / "rules" / "tests" / "anthropic-work.test.yml").write_text(
+        tests.replace("more than 50 queued", "more than 70 queued")
+    )
+    out = subprocess.run(
+        [promtool, "test", "rules", "rules/tests/anthropic-work.test.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("prometheusRule.thresholds.queueBacklogg=3", "Additional property queueBacklogg is not allowed"),
+        (
+            "prometheusRule.for.staleHeartbeat=soon",
+            "prometheusRule.for.staleHeartbeat: Does not match pattern",
+        ),
+        ("replicas=0", "replicas: Must be greater than or equal to 1"),
+        ("serviceMonitr.enabled=false", "Additional property serviceMonitr is not allowed"),
+        ("image.pullPolicy=Sometimes", "image.pullPolicy"),
+    ],
+)
+def test_a_typo_in_values_fails_at_install_naming_the_value(setting, complaint):
+    out = helm("template", "x", str(CHART), "--set", setting)
+    assert out.returncode != 0 and complaint in out.stderr, out.stderr
+
+
+def test_the_dashboards_and_the_secrets(rendered):
+    name, docs = rendered
+    dashboards = one(docs, "ConfigMap", "-dashboards")
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+    files = {p.name: p.read_text() for p in (ROOT / "grafana/dashboards").glob("*.json")}
+    assert dashboards["data"] == files
+    keys = one(docs, "Secret", "-environment-keys")
+    assert set(keys.get("data", {})) == ({"env_011CZkZ9X2dpNyB7HsEFoRfW"} if name == "full" else set())
+    pod = one(docs, "StatefulSet")["spec"]["template"]["spec"]
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    names = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+    assert set(secrets.values()) == names
+
+
+def test_existing_secrets_are_used_and_none_is_made():
+    docs = template(
+        "--set", "apiKey.existingSecret=org-key", "--set", "environmentKeys.existingSecret=env-keys"
+    )
+    assert [d for d in docs if d["kind"] == "Secret"] == []
+    pod = one(docs, "StatefulSet")["spec"]["template"]["spec"]
+    assert {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v} == {"org-key", "env-keys"}
+
+
+def flattened(values: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every value's path, maps that are data (config, resources, labels, ...) as one."""
+    whole = {
+        "config",
+        "podSecurityContext",
+        "securityContext",
+        "resources",
+        "affinity",
+        "environmentKeys.values",
+    }
+    out = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if (
+            isinstance(value, dict)
+            and value
+            and path not in whole
+            and not path.endswith(("labels", "annotations"))
+        ):
+            out += flattened(value, f"{path}.")
+        else:
+            out.append(path)
+    return out
+
+
+def test_the_chart_readme_lists_every_value():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    readme = (CHART / "README.md").read_text()
+    listed = set(re.findall(r"^\| `([^`]+)`", readme, re.M))
+    listed |= {
+        name.strip("` ") for row in re.findall(r"^\| (`[^|]+)\|", readme, re.M) for name in row.split(",")
+    }
+    missing = [path for path in flattened(values) if path not in listed]
+    assert missing == []
+
+
+def test_the_kustomize_example_takes_the_shard_count_from_its_one_replicas(tmp_path):
+    kubectl = require("kubectl")
+    for part in ("deploy", "grafana"):
+        shutil.copytree(ROOT / part, tmp_path / part, symlinks=True)
+    overlay = tmp_path / "deploy/kubernetes/overlays/example"
+    text = (overlay / "kustomization.yaml").read_text()
+    (overlay / "kustomization.yaml").write_text(text.replace("count: 3", "count: 5"))
+    out = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    statefulset = one([d for d in yaml.safe_load_all(out.stdout) if d], "StatefulSet")
+    assert statefulset["spec"]["replicas"] == 5
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    assert container["env"] == [{"name": "SHARD_TOTAL", "value": "5"}]
