@@ -102,7 +102,8 @@ def rule_template(rules_text: str) -> str:
                     for phrase in phrases:
                         text = rule["annotations"][key]
                         if phrase in text:
-                            rule["annotations"][key] = text.replace(phrase, phrase.replace(number, hole(value)))
+                            said = phrase.replace(number, hole(value))
+                            rule["annotations"][key] = text.replace(phrase, said)
                 assert phrases[0] not in rule["annotations"]["description"], (alert, phrases)
     body = yaml.dump({"groups": groups}, Dumper=_Dumper, sort_keys=False, width=10_000, allow_unicode=True)
     body = _helm_literal(body)
