@@ -58,10 +58,14 @@ def test_every_alert_has_a_firing_and_a_quiet_case_and_every_recording_rule_a_ca
 def test_each_alert_is_labelled_annotated_and_has_a_runbook(alert):
     assert alert["labels"]["severity"] in ("critical", "warning")
     annotations = alert["annotations"]
-    assert set(annotations) == {"summary", "description", "runbook_url"}
     if not alert["alert"].startswith("AnthropicWorkExporter"):  # about the exporter, not an environment
+        assert set(annotations) == {"summary", "description", "runbook_url", "debug_page"}
         assert "{{ $labels.environment_id }}" in annotations["summary"]
         assert "{{ $labels.environment_id }}" in annotations["description"]
+        # The environment's debug page, the runbooks' first stop.
+        assert annotations["debug_page"] == "/probe?environment_id={{ $labels.environment_id }}&debug=true"
+    else:
+        assert set(annotations) == {"summary", "description", "runbook_url"}
     anchor = annotations["runbook_url"].split("#", 1)[1]
     assert annotations["runbook_url"] == f"docs/runbooks.md#{anchor}"
     assert f"\n## {alert['alert']}\n" in RUNBOOKS and anchor == alert["alert"].lower()
