@@ -11,11 +11,14 @@ body, or raises `TransportFailure`. Two bounds hold whatever the server does:
   inflates to gigabytes costs at most the bound, and a malformed one is a
   clean failure rather than an httpx DecodingError.
 
-Each environment gets its own `httpx.AsyncClient` (its own small connection pool):
-httpcore checks every idle connection of a pool on every request, and with one pool
-for all environments that check was a fifth of the exporter's CPU (measured with
-py-spy: `AsyncConnectionPool._assign_requests_to_connections` -> `has_expired` ->
-anyio's `extra_attributes`, for 20 idle connections per request).
+Each environment gets its own transport (its own small connection pool): with one
+pool for all environments, httpcore's check of every idle connection on every request
+was a fifth of the exporter's CPU. The request goes straight to the transport
+(`httpx.AsyncBaseTransport.handle_async_request`): httpx's client layer (URL merging,
+cookies, auth and redirect flows, event hooks) did nothing this exporter uses and cost
+as much CPU per page as the transport itself. In production the transport is
+`transport.AiohttpTransport`; tests give `httpx.AsyncHTTPTransport` (which respx
+intercepts) or `httpx.MockTransport`.
 
 Retries, budgets, deadlines and counting belong to the engine, which calls this.
 """
@@ -27,12 +30,6 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-# httpcore picks its asyncio backend (anyio's) at the first request and imports it then:
-# about 150 ms of imports inside the first listing, holding the event loop. Imported here, at
-# start, instead. (sniffio, a dependency, is what httpcore asks which event loop runs, on
-# every request: when it is not installed, that failed import searched sys.path each time.)
-import anyio._backends._asyncio  # noqa: F401
-import httpcore._backends.anyio  # noqa: F401
 import httpx
 
 # An error body is only read for its message; more than this is not an API error body.
@@ -55,17 +52,17 @@ class TransportFailure(Exception):
 
 
 class UpstreamClient:
-    """GETs over one httpx.AsyncClient per pool key (the engine uses the environment id)."""
+    """GETs over one transport per pool key (the engine uses the environment id)."""
 
-    def __init__(self, make_http: Callable[[], httpx.AsyncClient], max_body_bytes: int):
-        self.make_http = make_http
+    def __init__(self, make_transport: Callable[[], httpx.AsyncBaseTransport], max_body_bytes: int):
+        self.make_transport = make_transport
         self.max_body_bytes = max_body_bytes
-        self._pools: dict[str, httpx.AsyncClient] = {}
+        self._pools: dict[str, httpx.AsyncBaseTransport] = {}
 
     async def aclose(self) -> None:
         pools, self._pools = list(self._pools.values()), {}
-        for http in pools:
-            await http.aclose()
+        for transport in pools:
+            await transport.aclose()
 
     async def get(
         self,
@@ -76,12 +73,12 @@ class UpstreamClient:
         pool: str = "",
     ) -> Reply:
         """One GET that ends within `timeout` seconds, however slowly the server answers."""
-        http = self._pools.get(pool)
-        if http is None:
-            http = self._pools[pool] = self.make_http()
+        transport = self._pools.get(pool)
+        if transport is None:
+            transport = self._pools[pool] = self.make_transport()
         try:
             async with asyncio.timeout(timeout):
-                return await self._get(http, url, params, headers, timeout)
+                return await self._get(transport, url, params, headers, timeout)
         except TimeoutError:  # upstream slow, not our bug
             raise TransportFailure(
                 "timeout", "timeout", f"no complete response within {timeout:.3g}s"
@@ -97,16 +94,22 @@ class UpstreamClient:
 
     async def _get(
         self,
-        http: httpx.AsyncClient,
+        transport: httpx.AsyncBaseTransport,
         url: str,
         params: Mapping[str, str | int],
         headers: Mapping[str, str],
         timeout: float,
     ) -> Reply:
-        request = http.build_request(
-            "GET", url, params=params, headers={**headers, "Accept-Encoding": "gzip"}, timeout=timeout
+        # The timeouts are httpcore's own, per read, inside ours (aiohttp's transport reads only ours).
+        per_read = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
+        request = httpx.Request(
+            "GET",
+            url,
+            params=params,
+            headers={**headers, "Accept-Encoding": "gzip"},
+            extensions={"timeout": per_read},
         )
-        response = await http.send(request, stream=True)
+        response = await transport.handle_async_request(request)
         try:
             if response.status_code == 200:
                 body = await _read_body(response, self.max_body_bytes)

@@ -97,13 +97,26 @@ class FlowFold:
 
     def add(self, items: Iterable[WorkItem]) -> None:
         previous = self.previous
+        watermark = self.watermark
+        # Nothing stamped at or before this is recent here, nor to be counted: most items of a
+        # listing, whose every transition is older than the watermarks, are passed over at once.
+        floor = watermark if previous is None else min(watermark, previous.watermark)
         for item in items:
             events = item.events
+            c, a, s, r, p = events
+            if (
+                (c is None or c <= floor)
+                and (a is None or a <= floor)
+                and (s is None or s <= floor)
+                and (r is None or r <= floor)
+                and (p is None or p <= floor)
+            ):
+                continue
             for i, stamped in enumerate(events):
                 if stamped is None:
                     continue
                 key = (item.id, i)
-                if stamped > self.watermark:
+                if stamped > watermark:
                     self.recent[key] = stamped
                 if previous is None or stamped <= previous.watermark or key in previous.recent:
                     continue  # the baseline, or counted by an earlier listing

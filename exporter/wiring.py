@@ -35,6 +35,7 @@ from .redact import Redactor
 from .retrying import RetryingGet
 from .shard import Shard
 from .targets import DiscoveryState, KeyStore, KeyWatcher, Targets
+from .transport import AiohttpTransport
 
 
 @dataclass
@@ -54,6 +55,8 @@ class Lasting:
     # megabyte of memory and tens of milliseconds each time.
     upstream_tls: ssl.SSLContext = field(default_factory=httpx.create_ssl_context)
     wall_clock: Callable[[], float] = time.time
+    # One environment's connections to the API; tests give httpx's own transport, which respx fakes.
+    transport: Callable[[ssl.SSLContext], httpx.AsyncBaseTransport] = AiohttpTransport
     boundary: Boundary = field(init=False)
     exposition: Exposition = field(init=False)
     watched: set[str] | None = None  # None until the first generation says
@@ -109,9 +112,8 @@ class Served:
 def build(config: Config, lasting: Lasting, shard: Shard) -> Served:
     """Wire one config generation; nothing runs until `Served.start()`."""
 
-    def connection_pool() -> httpx.AsyncClient:  # one per environment: a request or two at a time
-        limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
-        return httpx.AsyncClient(verify=lasting.upstream_tls, limits=limits, follow_redirects=False)
+    def connection_pool() -> httpx.AsyncBaseTransport:  # one per environment: a request or two at a time
+        return lasting.transport(lasting.upstream_tls)
 
     for key in config.secrets():
         lasting.redactor.add(key)

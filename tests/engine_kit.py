@@ -60,8 +60,8 @@ async def running_engine(
     if buckets is not None:
         config = Config(config.environments, config.api, config.scrape, buckets, config.breakdown)
 
-    def http() -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=transport) if transport is not None else httpx.AsyncClient()
+    def http() -> httpx.AsyncBaseTransport:  # respx intercepts httpx's own transport
+        return transport if transport is not None else httpx.AsyncHTTPTransport()
 
     redactor = Redactor(config.secrets())
     requests = RetryingGet(

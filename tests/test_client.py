@@ -45,7 +45,7 @@ def get(
         return response
 
     async def go():
-        client = UpstreamClient(lambda: httpx.AsyncClient(transport=httpx.MockTransport(respond)), LIMIT)
+        client = UpstreamClient(lambda: httpx.MockTransport(respond), LIMIT)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:

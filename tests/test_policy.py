@@ -369,7 +369,7 @@ def test_a_burst_of_reloads_keeps_every_environment_refreshing():
     config = config_for("env_a", yaml="scrape: {mode: background, refresh_interval_seconds: 10}\n")
 
     async def go():
-        lasting = Lasting(wall_clock=wall)
+        lasting = Lasting(wall_clock=wall, transport=lambda tls: httpx.AsyncHTTPTransport(verify=tls))
         reloader = Reloader(
             (config, None),
             lambda: (config, None),
