@@ -144,3 +144,35 @@ def test_transport_errors_become_failures(error, code, reason):
 def test_a_request_we_cannot_send_is_our_bug_not_the_servers():
     with pytest.raises(httpx.LocalProtocolError):
         get(httpx.LocalProtocolError("illegal header value"))
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"limit": 100},
+        {"limit": 100, "page": "page_MjAy+Ni0x/MS0z=="},
+        {"limit": 5, "page": "a cursor & more?#%"},
+    ],
+    ids=["none", "limit", "base64-cursor", "reserved-characters"],
+)
+def test_each_request_is_what_httpx_would_send_with_its_headers_as_last_given(params):
+    """The URL and headers are parsed once per URL: what is sent must not differ from httpx's own,
+    and a header that changes (a rotated key) is sent from the next request on."""
+    sent: list[httpx.Request] = []
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return answer(200, b"{}")
+
+    async def go():
+        client = UpstreamClient(lambda: httpx.MockTransport(respond), LIMIT)
+        for key in ("old", "old", "new"):
+            await client.get(URL, params, {"Authorization": f"Bearer {key}"}, 10.0)
+        await client.aclose()
+
+    run_virtual(go())
+    expected = httpx.Request("GET", URL, params=params)
+    assert [str(r.url) for r in sent] == [str(expected.url)] * 3
+    assert [r.headers["authorization"] for r in sent] == ["Bearer old", "Bearer old", "Bearer new"]
+    assert {r.headers["accept-encoding"] for r in sent} == {"gzip"}
