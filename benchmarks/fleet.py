@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import httpx
 from bench import machine, scrape
@@ -97,7 +98,7 @@ def main() -> None:
     args = p.parse_args()
     if args.smoke:
         envs, latency, levels, repeat = 6, 0.01, [1, 2], 1
-        bg = {"envs": 20, "items": 10, "refresh": 2.0, "cycles": 2, "every": 0.5}
+        bg: dict[str, Any] = {"envs": 20, "items": 10, "refresh": 2.0, "cycles": 2, "every": 0.5}
     else:
         envs, latency, levels, repeat = 100, 0.05, [4, 8, 16, 32, 64], 3
         bg = {"envs": 1000, "items": 100, "refresh": 20.0, "cycles": 6, "every": 5.0}

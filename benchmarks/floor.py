@@ -41,7 +41,7 @@ async def fetch_all(
         async def pages() -> int:
             cursor, items = None, 0
             while True:
-                params = {"limit": page_size, **({"page": cursor} if cursor else {})}
+                params: dict[str, str | int] = {"limit": page_size, **({"page": cursor} if cursor else {})}
                 response = await client.get(
                     f"{url}/v1/environments/{env_id}/work", params=params, headers=headers
                 )

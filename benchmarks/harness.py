@@ -4,8 +4,10 @@ on free loopback ports, and what /proc says about a process."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +22,62 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+# The packages a listing's bytes pass through, whose versions every benchmark prints.
+HOT_PATH = (
+    "aiohttp",
+    "yarl",
+    "multidict",
+    "httpx",
+    "msgspec",
+    "prometheus-client",
+    "uvicorn",
+    "h11",
+    "httpcore",
+    "sniffio",
+)
+
+
+def users_python() -> str:
+    """The Python of a virtual environment with only `pip install .` in it: what users run.
+
+    Made once per version of the project's files (a hash of pyproject.toml and exporter/), in the
+    temporary directory; the test venv has test dependencies (respx, the anthropic SDK, sniffio
+    through them) that users do not, and which can change what the HTTP path costs.
+    """
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+    for path in sorted((ROOT / "exporter").rglob("*.py")):
+        digest.update(path.read_bytes())
+    venv = Path(tempfile.gettempdir()) / "anthropic-work-exporter-bench" / digest.hexdigest()[:16]
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        quiet = ["--quiet", "--disable-pip-version-check"]
+        pip = subprocess.run(
+            [str(python), "-m", "pip", "install", *quiet, str(ROOT)], capture_output=True, text=True
+        )
+        if pip.returncode:  # pip's own warnings are noise unless it failed
+            shutil.rmtree(venv)
+            raise RuntimeError(f"pip install . failed:\n{pip.stdout}{pip.stderr}")
+    return str(python)
+
+
+_VERSIONS = """
+import importlib.metadata as m, sys
+def version(package):
+    try:
+        return f"{package} {m.version(package)}"
+    except m.PackageNotFoundError:
+        return f"{package} (not installed)"
+print(", ".join(version(p) for p in sys.argv[1:]))
+"""
+
+
+def versions(python: str) -> str:
+    """`aiohttp 3.14.5, ...`: the hot path's packages as installed for `python`."""
+    out = subprocess.run([python, "-c", _VERSIONS, *HOT_PATH], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
 
 
 def free_port() -> int:
@@ -58,8 +116,10 @@ def simulator(*args: str, pause: bool = False) -> Iterator[dict]:
 
 
 @contextlib.contextmanager
-def exporter(sim: dict, **sections: dict[str, Any]) -> Iterator[tuple[str, subprocess.Popen]]:
-    """The exporter's CLI watching every environment of `sim` with its own key.
+def exporter(
+    sim: dict, python: str = sys.executable, **sections: dict[str, Any]
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The exporter's CLI, run by `python`, watching every environment of `sim` with its own key.
 
     `sections` are merged into the config: `api={"page_size": 100}`, `scrape={...}`.
     Yields its URL and its process.
@@ -74,7 +134,7 @@ def exporter(sim: dict, **sections: dict[str, Any]) -> Iterator[tuple[str, subpr
     with tempfile.TemporaryDirectory() as tmp:
         config = {"api": api, **sections, "environments": envs}
         Path(tmp, "config.yaml").write_text(yaml.safe_dump(config))
-        command = [sys.executable, "-m", "exporter", "--config.file", "config.yaml"]
+        command = [python, "-m", "exporter", "--config.file", "config.yaml"]
         command += ["--web.listen-address", f"127.0.0.1:{port}", "--log.level", "error"]
         proc = subprocess.Popen(command, cwd=tmp, env={**os.environ, **keys})
         url = f"http://127.0.0.1:{port}"

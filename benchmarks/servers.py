@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 import httpx
 from harness import ROOT, free_port, status
@@ -175,7 +176,7 @@ def slow_clients(url: str, pid: int, n: int = 300) -> dict[str, float]:
 
 
 def main() -> None:
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for name in SERVERS:
         try:
             with serving(name) as (url, pid):

@@ -95,7 +95,7 @@ def main() -> None:
             params={"environment_id": stuck},
             json={"trickle_bytes_per_second": 200},
         ).raise_for_status()
-        stop, tally = threading.Event(), Counter()
+        stop, tally = threading.Event(), Counter[str]()
         threads = [
             threading.Thread(
                 target=traffic,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import subprocess
@@ -25,16 +26,21 @@ def smoke(script: str, *args: str) -> str:
 def test_the_benchmark_runs_at_smoke_size(tmp_path):
     out = smoke("bench.py", "--json", str(tmp_path / "r.json"))
     assert out.startswith("machine: ")
+    # The exporter ran from a `pip install .` venv: its hot path's packages, as users get them.
+    assert re.search(r"^installed as users install it \(pip install \.\): aiohttp [\d.]+, ", out, re.M)
     for row in (
-        "wall, exporter / floor",
-        "CPU per item beyond the floor",
+        "exporter CPU per item",
+        "against the httpx floor's (reading only cursors)",
+        "wall, exporter / httpx floor",
+        "against the aiohttp floor: CPU, wall",
         "one environment at 10 ms/page, exporter / floor",
         "the same against pages x 10 ms",
         "peak RSS growth 1,000 -> 5,000 items",
     ):
-        assert re.search(rf"^\| [^|]*{re.escape(row)}.* \| (yes|NO) \|$", out, re.M), row
+        assert re.search(rf"^\| [^|]*{re.escape(row)}.* \| (yes|NO|—) \|$", out, re.M), row
     figures = json.loads((tmp_path / "r.json").read_text())
     assert figures["plain"]["items"] == 900 and figures["plain"]["floor_wall"] > 0
+    assert figures["plain"]["aiohttp_floor_wall"] > 0 and "aiohttp" in figures["versions"]
     assert [m["items"] for m in figures["memory"]] == [1_000, 5_000]
 
 
@@ -53,3 +59,78 @@ def test_the_fleet_benchmark_runs_at_smoke_size():
         "scrape (OpenMetrics, gzip)",
     ):
         assert re.search(rf"^\| {re.escape(row)}.* \| .+ \|$", out, re.M), row
+
+
+@pytest.mark.slow
+def test_the_transports_comparison_runs_at_smoke_size():
+    out = smoke("transports.py")
+    ways = re.findall(r"^\| ([^|]+) \| [\d.]+ ms \| [\d.]+x \| [\d.]+ s \|$", out, re.M)
+    assert ways == [
+        "httpx client, httpcore transport (before)",
+        "httpx client, aiohttp transport",
+        "httpcore transport, request straight",
+        "aiohttp transport, request straight",
+        "the exporter's client: the same, headers built once an environment (now)",
+        "aiohttp alone (the limit)",
+    ]
+    assert len(re.findall(r"^\| [^|]+ \| [\d.]+ us \|$", out, re.M)) == 4  # ways of building a request
+
+
+@pytest.mark.slow
+def test_the_stages_benchmark_runs_at_smoke_size():
+    out = smoke("stages.py")
+    stages = re.findall(r"^\| ([^|]+) \| [\d.-]+ us \|$", out, re.M)
+    assert stages == [
+        "decode",
+        "ages and counts",
+        "transitions and flow histograms",
+        "all three",
+        "one metadata key, on top (decoding and counting)",
+    ]
+
+
+@pytest.fixture
+def hotspots(monkeypatch):
+    """benchmarks/hotspots.py, imported as its script sees its neighbours."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    return importlib.import_module("hotspots")
+
+
+CLI = "main (exporter/cli.py:183)"
+RAW_PROFILE = "\n".join(
+    [
+        f"{CLI};Engine._list (exporter/engine.py:334);parse_work_page (exporter/models.py:400) 7",
+        f"{CLI};UpstreamClient.get (exporter/client.py:84);ClientSession._request (aiohttp/client.py:70) 2",
+        f"{CLI};current_async_library (httpcore/s.py:2);_find_and_load (<frozen importlib._bootstrap>:1) 1",
+        f"{CLI};select (selectors.py:468) 5",
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("stack", "area"),
+    [
+        ("a (exporter/engine.py:1);b (exporter/models.py:2)", "decoding (exporter/models.py)"),
+        ("a (exporter/transport.py:1);b (aiohttp/client.py:2)", "aiohttp, yarl, multidict"),
+        ("a (exporter/client.py:1);b (yarl/_url.py:2)", "aiohttp, yarl, multidict"),
+        (
+            "a (httpcore/x.py:1);b (<frozen importlib._bootstrap>:2);c (exporter/models.py:3)",
+            "import machinery",
+        ),
+        ("a (exporter/engine.py:1);b (selectors.py:2)", "the rest of the exporter"),
+        ("a (selectors.py:2)", "other"),
+    ],
+)
+def test_hotspots_count_a_sample_in_its_innermost_named_area(hotspots, stack, area):
+    assert hotspots.area_of(stack) == area
+
+
+def test_hotspots_shares_are_of_all_samples(hotspots):
+    figures, total = hotspots.shares(RAW_PROFILE)
+    assert total == 15
+    assert figures == {
+        "decoding (exporter/models.py)": 7 / 15,
+        "the rest of the exporter": 5 / 15,
+        "aiohttp, yarl, multidict": 2 / 15,
+        "import machinery": 1 / 15,
+    }
