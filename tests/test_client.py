@@ -156,9 +156,9 @@ def test_a_request_we_cannot_send_is_our_bug_not_the_servers():
     ],
     ids=["none", "limit", "base64-cursor", "reserved-characters"],
 )
-def test_each_request_is_what_httpx_would_send_with_its_headers_as_last_given(params):
-    """The URL and headers are parsed once per URL: what is sent must not differ from httpx's own,
-    and a header that changes (a rotated key) is sent from the next request on."""
+def test_each_request_is_what_httpx_would_send_with_its_headers_as_given(params):
+    """The query string is made without httpx's merging: what is sent must not differ from httpx's
+    own, and a header that changes (a rotated key) is sent from the next request on."""
     sent: list[httpx.Request] = []
 
     def respond(request: httpx.Request) -> httpx.Response:
