@@ -3,6 +3,7 @@
     python benchmarks/bench.py                 # the full run (a few minutes)
     python benchmarks/bench.py --smoke         # tiny sizes: checks the harness, not speed
     python benchmarks/bench.py --plot benchmarks/scaling.png --json benchmarks/results.json
+    python benchmarks/bench.py --python OLD/bin/python   # another install's exporter, same floors
 
 The exporter runs from a virtual environment with only `pip install .` in it (what users
 get; `harness.users_python`), and so do both floors. Processes: the simulator (paused, so
@@ -72,7 +73,14 @@ def floor(sim: dict, page_size: int, concurrency: int, python: str, script: str 
 
 
 def compare(
-    envs: int, items: int, page_size: int, concurrency: int, repeat: int, python: str, latency: float = 0.0
+    envs: int,
+    items: int,
+    page_size: int,
+    concurrency: int,
+    repeat: int,
+    python: str,
+    latency: float = 0.0,
+    exporter_python: str | None = None,
 ) -> dict:
     """Floors and exporter, alternating, on `envs` environments of `items` items each."""
     with simulator("--static", *map(str, [items] * envs), pause=True) as sim:
@@ -85,7 +93,8 @@ def compare(
                 ).raise_for_status()
         pages = -(-items // page_size) if items else 1
         api = {"page_size": page_size, "max_pages": pages + 10, "request_timeout_seconds": 120}
-        with exporter(sim, python, api=api, scrape={"concurrency": concurrency}) as (url, proc):
+        ran_by = exporter_python or python
+        with exporter(sim, ran_by, api=api, scrape={"concurrency": concurrency}) as (url, proc):
             pid = proc.pid
             floor(sim, page_size, concurrency, python)  # warm the simulator's page cache
             scrape(url, pid)  # and the exporter's connections
@@ -127,7 +136,7 @@ def compare(
     }
 
 
-def memory(sizes: list[int], page_size: int, python: str) -> list[dict]:
+def memory(sizes: list[int], page_size: int, python: str, exporter_python: str | None = None) -> list[dict]:
     """Peak RSS of a fresh exporter after listing one environment of each size."""
     rows = []
     for size in sizes:
@@ -138,7 +147,7 @@ def memory(sizes: list[int], page_size: int, python: str) -> list[dict]:
                 "max_pages": size // page_size + 10,
                 "request_timeout_seconds": 120,
             }
-            with exporter(sim, python, api=api, scrape={"concurrency": 1}) as (url, proc):
+            with exporter(sim, exporter_python or python, api=api, scrape={"concurrency": 1}) as (url, proc):
                 pid = proc.pid
                 idle = peak_rss_mb(pid)
                 wall, cpu, _ = scrape(url, pid)
@@ -172,6 +181,11 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--json", type=Path, help="write every figure here")
     p.add_argument("--plot", type=Path, help="write the scaling plot (PNG; needs matplotlib)")
+    p.add_argument(
+        "--python",
+        help="run the exporter with this Python instead (another install, e.g. an older version's, "
+        "to compare); the floors still run from the `pip install .` venv",
+    )
     args = p.parse_args()
     if args.smoke:
         envs, items, sizes, repeat, latency = 3, 300, [1_000, 5_000], 2, 0.01
@@ -181,10 +195,13 @@ def main() -> None:
     print(f"machine: {machine()}")
     python = users_python()
     print(f"installed as users install it (pip install .): {versions(python)}")
-    plain = compare(envs, items, page_size=100, concurrency=envs, repeat=repeat, python=python)
+    other = args.python
+    if other:
+        print(f"the exporter from {other}: {versions(other)}")
+    plain = compare(envs, items, 100, envs, repeat, python, exporter_python=other)
     # One environment, its pages one after another: where a slow API shows most.
-    slow = compare(1, items, page_size=100, concurrency=1, repeat=repeat, python=python, latency=latency)
-    mem = memory(sizes, page_size=500, python=python)
+    slow = compare(1, items, 100, 1, repeat, python, latency=latency, exporter_python=other)
+    mem = memory(sizes, page_size=500, python=python, exporter_python=other)
     ideal = slow["pages_per_env"] * latency
     growth = mem[-1]["peak_rss_mb"] - mem[0]["peak_rss_mb"]
     per_item = plain["exporter_cpu_us_per_item"]
@@ -261,7 +278,7 @@ def main() -> None:
             json.dumps(
                 {
                     "machine": machine(),
-                    "versions": versions(python),
+                    "versions": versions(other or python),
                     "plain": plain,
                     "latency": slow,
                     "memory": mem,

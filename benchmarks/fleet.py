@@ -8,8 +8,10 @@
    The floor, measured in the same run, is the same scrape with every environment at
    once (concurrency N): nothing waits for a slot there.
 2. Background. 1,000 environments x 100 items listed every R seconds while /metrics is
-   scraped; the exporter's RSS at the end of every refresh cycle. Flat memory: after the
-   first two cycles (connections opened, every format rendered once) it stops growing.
+   scraped; the exporter's RSS and its peak RSS (VmHWM) at the end of every refresh cycle.
+   Flat memory: after the first two cycles (connections opened, every format rendered
+   once) the peak stops growing. RSS alone depends on when it is read: a scrape's buffers
+   (tens of MB for 200,000 series) may or may not have been given back to the system yet.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import httpx
 from bench import machine, scrape
-from harness import cpu_seconds, exporter, simulator, status
+from harness import cpu_seconds, exporter, simulator, status, users_python, versions
 
 OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
 
@@ -52,8 +54,8 @@ def concurrency_sweep(envs: int, latency: float, levels: list[int], repeat: int)
     return rows
 
 
-def rss_mb(pid: int) -> float:
-    return int(status(pid)["VmRSS"].split()[0]) / 1024
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    return int(status(pid)[field].split()[0]) / 1024
 
 
 def background(envs: int, items: int, refresh: float, cycles: int, every: float) -> dict:
@@ -61,7 +63,7 @@ def background(envs: int, items: int, refresh: float, cycles: int, every: float)
     with simulator("--static", *[str(items)] * envs, pause=True) as sim:
         scrape_config = {"mode": "background", "refresh_interval_seconds": refresh, "concurrency": 32}
         with exporter(sim, scrape=scrape_config) as (url, proc):
-            started, rss, walls = time.monotonic(), [], []
+            started, rss, peak, walls = time.monotonic(), [], [], []
             cpu0 = cpu_seconds(proc.pid)
             with httpx.Client(headers={"Accept": OPENMETRICS, "Accept-Encoding": "gzip"}) as client:
                 for cycle in range(1, cycles + 1):
@@ -71,6 +73,7 @@ def background(envs: int, items: int, refresh: float, cycles: int, every: float)
                         walls.append(time.perf_counter() - t)
                         time.sleep(max(0.0, min(every, started + cycle * refresh - now)))
                     rss.append(rss_mb(proc.pid))
+                    peak.append(rss_mb(proc.pid, "VmHWM"))
                 body = client.get(f"{url}/metrics").text
             cpu = cpu_seconds(proc.pid) - cpu0
     listed = sum(
@@ -84,7 +87,8 @@ def background(envs: int, items: int, refresh: float, cycles: int, every: float)
         "refresh": refresh,
         "listed": listed,
         "rss_per_cycle_mb": rss,
-        "growth_after_second_cycle_mb": rss[-1] - rss[min(1, len(rss) - 1)],
+        "peak_rss_per_cycle_mb": peak,
+        "peak_growth_after_second_cycle_mb": peak[-1] - peak[min(1, len(peak) - 1)],
         "scrape_median_ms": statistics.median(walls) * 1e3,
         "scrape_p90_ms": statistics.quantiles(walls, n=10)[-1] * 1e3 if len(walls) > 1 else walls[0] * 1e3,
         "scrapes": len(walls),
@@ -104,6 +108,7 @@ def main() -> None:
         bg = {"envs": 1000, "items": 100, "refresh": 20.0, "cycles": 6, "every": 5.0}
 
     print(f"machine: {machine()}")
+    print(f"installed as users install it (pip install .): {versions(users_python())}")
     rows = concurrency_sweep(envs, latency, levels, repeat)
     best = rows[-1]["wall"]
     print(
@@ -123,8 +128,10 @@ def main() -> None:
         f"refreshed every {result['refresh']:g} s, {result['listed']:,} listed\n"
     )
     print("| measure | measured |\n|---|---|")
+    peak = " -> ".join(f"{r:.1f}" for r in result["peak_rss_per_cycle_mb"])
     print(f"| RSS at the end of each cycle | {rss} MB |")
-    print(f"| growth after the second cycle | {result['growth_after_second_cycle_mb']:+.1f} MB |")
+    print(f"| peak RSS at the end of each cycle | {peak} MB |")
+    print(f"| peak growth after the second cycle | {result['peak_growth_after_second_cycle_mb']:+.1f} MB |")
     print(
         f"| scrape (OpenMetrics, gzip), median / p90 of {result['scrapes']} | "
         f"{result['scrape_median_ms']:.0f} / {result['scrape_p90_ms']:.0f} ms |"

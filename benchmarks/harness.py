@@ -117,9 +117,10 @@ def simulator(*args: str, pause: bool = False) -> Iterator[dict]:
 
 @contextlib.contextmanager
 def exporter(
-    sim: dict, python: str = sys.executable, **sections: dict[str, Any]
+    sim: dict, python: str | None = None, **sections: dict[str, Any]
 ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """The exporter's CLI, run by `python`, watching every environment of `sim` with its own key.
+    """The exporter's CLI, run by `python` (by default `users_python()`: as users install it),
+    watching every environment of `sim` with its own key.
 
     `sections` are merged into the config: `api={"page_size": 100}`, `scrape={...}`.
     Yields its URL and its process.
@@ -134,7 +135,7 @@ def exporter(
     with tempfile.TemporaryDirectory() as tmp:
         config = {"api": api, **sections, "environments": envs}
         Path(tmp, "config.yaml").write_text(yaml.safe_dump(config))
-        command = [python, "-m", "exporter", "--config.file", "config.yaml"]
+        command = [python or users_python(), "-m", "exporter", "--config.file", "config.yaml"]
         command += ["--web.listen-address", f"127.0.0.1:{port}", "--log.level", "error"]
         proc = subprocess.Popen(command, cwd=tmp, env={**os.environ, **keys})
         url = f"http://127.0.0.1:{port}"

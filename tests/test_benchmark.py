@@ -55,7 +55,8 @@ def test_the_fleet_benchmark_runs_at_smoke_size():
     assert "background: 20 environments x 10 items, refreshed every 2 s, 20 listed" in out
     for row in (
         "RSS at the end of each cycle",
-        "growth after the second cycle",
+        "peak RSS at the end of each cycle",
+        "peak growth after the second cycle",
         "scrape (OpenMetrics, gzip)",
     ):
         assert re.search(rf"^\| {re.escape(row)}.* \| .+ \|$", out, re.M), row
@@ -70,7 +71,7 @@ def test_the_transports_comparison_runs_at_smoke_size():
         "httpx client, aiohttp transport",
         "httpcore transport, request straight",
         "aiohttp transport, request straight",
-        "the exporter's client: the same, headers built once an environment (now)",
+        "the exporter's client: the same, the body read bounded (now)",
         "aiohttp alone (the limit)",
     ]
     assert len(re.findall(r"^\| [^|]+ \| [\d.]+ us \|$", out, re.M)) == 4  # ways of building a request
