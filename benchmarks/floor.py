@@ -11,30 +11,19 @@ reading every item, ages, transitions, metrics.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import ssl
-import time
 
 import httpx
 import msgspec
-
-
-class _Count(msgspec.Struct):
-    data: list[msgspec.Raw]
-    next_page: str | None = None
+from floors import Count, api_headers, main
 
 
 async def fetch_all(
     url: str, env_id: str, key: str, page_size: int, slots: asyncio.Semaphore, tls: ssl.SSLContext
 ) -> int:
-    headers = {
-        "anthropic-version": "2023-06-01",
-        "anthropic-beta": "managed-agents-2026-04-01",
-        "Authorization": f"Bearer {key}",
-    }
-    decoder = msgspec.json.Decoder(_Count)
+    headers = api_headers(key)
+    decoder = msgspec.json.Decoder(Count)
     limits = httpx.Limits(max_connections=2, max_keepalive_connections=2)
     async with slots, httpx.AsyncClient(limits=limits, timeout=600, verify=tls) as client:
 
@@ -60,25 +49,5 @@ async def fetch_all(
         return items
 
 
-async def run(url: str, keys: dict[str, str], page_size: int, concurrency: int, tls: ssl.SSLContext) -> int:
-    slots = asyncio.Semaphore(concurrency)
-    counts = await asyncio.gather(*(fetch_all(url, e, k, page_size, slots, tls) for e, k in keys.items()))
-    return sum(counts)
-
-
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--url", required=True)
-    p.add_argument("--keys", required=True, help="JSON object: environment id -> key")
-    p.add_argument("--page-size", type=int, default=100)
-    p.add_argument("--concurrency", type=int, default=8)
-    args = p.parse_args()
-    tls = httpx.create_ssl_context()  # once, before timing: the exporter makes its own at start
-    wall0, cpu0 = time.monotonic(), time.process_time()
-    items = asyncio.run(run(args.url, json.loads(args.keys), args.page_size, args.concurrency, tls))
-    wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
-    print(json.dumps({"wall": wall, "cpu": cpu, "items": items}))
-
-
 if __name__ == "__main__":
-    main()
+    main(fetch_all, httpx.create_ssl_context())
