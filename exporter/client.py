@@ -80,11 +80,8 @@ class UpstreamClient:
         try:
             async with asyncio.timeout(timeout):
                 return await self._get(transport, url, params, headers, timeout)
-        except TimeoutError:  # upstream slow, not our bug
-            raise TransportFailure(
-                "timeout", "timeout", f"no complete response within {timeout:.3g}s"
-            ) from None
-        except httpx.TimeoutException:  # httpx's own connect/read timeout, inside ours
+        # Upstream slow, not our bug: our bound on the whole exchange, or the transport's per read.
+        except (TimeoutError, httpx.TimeoutException):
             raise TransportFailure(
                 "timeout", "timeout", f"no complete response within {timeout:.3g}s"
             ) from None

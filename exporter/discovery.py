@@ -33,6 +33,7 @@ from .redact import Redactor
 from .retrying import RetryingGet
 from .sources import SourceFailed
 from .targets import DiscoveryState
+from .timer import Timer
 
 log = logging.getLogger("exporter.discovery")
 
@@ -41,7 +42,7 @@ MAX_PAGES = 1000
 TIMEOUT_SECONDS = 60.0  # one discovery, every page of it
 
 
-class Discovery:
+class Discovery(Timer):
     def __init__(
         self,
         config: DiscoveryConfig,
@@ -57,10 +58,9 @@ class Discovery:
         self.redactor = redactor
         self.on_change = on_change  # the watched set changed: drop what is kept for the gone ones
         self.wall_clock = wall_clock
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="discovery")
+        self._run(self._loop(), "discovery")
 
     async def _loop(self) -> None:
         while True:
@@ -146,12 +146,3 @@ class Discovery:
 
     def _count(self, code: str) -> None:
         self.state.requests[code] = self.state.requests.get(code, 0) + 1
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)

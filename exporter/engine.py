@@ -212,8 +212,7 @@ class Engine:
                 return self._without_credentials(env)
             return self._join(env, deadline)
         except Exception as exc:  # our own bug: this environment's failure, never the scrape's
-            failure = internal_failure(exc, self.redactor)
-            result = self._result(env, 0.0, {}, dict.fromkeys(self.names, failure))
+            result = self._failed_everywhere(env, exc)
             self._record(result, ran=False)
             return result
 
@@ -246,23 +245,9 @@ class Engine:
             error = task.exception()  # _run returns a result whatever happens inside; but be sure
             if error is None:
                 return task.result()
-            return self._result(
-                env, waited, {}, dict.fromkeys(self.names, internal_failure(error, self.redactor))
-            )
+            return self._failed_everywhere(env, error, waited)
         # Still running for a scrape with a later deadline, or stuck: each source by its own task.
-        values: dict[str, Any] = {}
-        failures: dict[str, Failure] = {}
-        for name in self.names:
-            source = listing.sources.get(name)
-            outcome = (
-                source.result()
-                if source is not None and source.done() and not source.cancelled()
-                else DEADLINE
-            )
-            if isinstance(outcome, Failure):
-                failures[name] = outcome
-            else:
-                values[name] = outcome
+        values, failures = self._split(listing.sources)
         if listing.running and failures:  # out of time with a slot: to the back of the next queue
             self._late.add(env.id)
         return self._result(env, waited, values, failures)
@@ -297,8 +282,7 @@ class Engine:
         try:
             return await self._list(listing, sources or self.sources, trace)
         except Exception as exc:  # a bug of ours outside any source: still only this environment's
-            failure = internal_failure(exc, self.redactor)
-            result = self._result(listing.env, 0.0, {}, dict.fromkeys(self.names, failure))
+            result = self._failed_everywhere(listing.env, exc)
             self._record(result, ran=False)
             return result
         finally:  # in the same step as the result: nobody can join a listing that has ended
@@ -363,6 +347,13 @@ class Engine:
         return EnvironmentResult(
             env, duration, self.wall_clock(), values, failures, success=self.primary in values
         )
+
+    def _failed_everywhere(
+        self, env: Environment, exc: BaseException, duration: float = 0.0
+    ) -> EnvironmentResult:
+        """Every source of `env` failed as `internal` by `exc`, a bug of ours."""
+        failure = internal_failure(exc, self.redactor)
+        return self._result(env, duration, {}, dict.fromkeys(self.names, failure))
 
     def _record(self, result: EnvironmentResult, ran: bool) -> None:
         env = result.environment

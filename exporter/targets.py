@@ -33,6 +33,7 @@ from .keyfiles import FileSecret, KeyProblem, Secret, read_key_file, read_keys_d
 from .models import ListedEnvironment
 from .pace import Pace
 from .shard import Shard
+from .timer import Timer
 
 log = logging.getLogger("exporter.targets")
 
@@ -109,10 +110,9 @@ class Targets:
         keyless = Credentials(NO_CREDENTIALS.type, NO_CREDENTIALS.value, where)  # one for all of them
         pace = Pace()
         everywhere = len(known)
-        for listed in self.discovered.environments:
-            watchable = listed.self_hosted and not listed.archived
-            everywhere += watchable and listed.id not in known
-            if watchable and listed.id not in known and listed.id not in found:
+        for listed in self.discovered.environments:  # ids unique: discovery said so
+            if listed.self_hosted and not listed.archived and listed.id not in known:
+                everywhere += 1
                 env = Environment(
                     id=listed.id,
                     name=listed.name,
@@ -129,7 +129,7 @@ class Targets:
         return True
 
 
-class KeyWatcher:
+class KeyWatcher(Timer):
     """Reads key files again when they change on disk; one per config generation."""
 
     def __init__(
@@ -152,14 +152,13 @@ class KeyWatcher:
                 users.setdefault(id(secret), (secret, []))[1].append(where)
         self._files = list(users.values())
         self._stamps: dict[int, object] = {}
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Read the keys directory (if it changed since the last generation), then watch."""
         for secret, _ in self._files:
             self._stamps[id(secret)] = await asyncio.to_thread(stamp, secret.path)
         await self._check_directory()
-        self._task = asyncio.get_running_loop().create_task(self._watch(), name="key watcher")
+        self._run(self._watch(), "key watcher")
 
     async def _watch(self) -> None:
         while True:
@@ -219,12 +218,3 @@ class KeyWatcher:
         store.directory, store.stamp, store.keys = directory, now, keys
         store.generation += 1
         await self.on_change()
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-    async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)

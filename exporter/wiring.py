@@ -35,6 +35,7 @@ from .redact import Redactor
 from .retrying import RetryingGet
 from .shard import Shard
 from .targets import DiscoveryState, KeyStore, KeyWatcher, Targets
+from .timer import Timer
 from .transport import AiohttpTransport
 
 
@@ -166,7 +167,7 @@ def build(config: Config, lasting: Lasting, shard: Shard) -> Served:
         )
     else:
         policy = OnDemandPolicy(engine, lasting.store, scrape.min_interval_seconds, lasting.wall_clock)
-    timers: list[KeyWatcher | Discovery] = [watcher] if discovery is None else [watcher, discovery]
+    timers: list[Timer] = [watcher] if discovery is None else [watcher, discovery]
 
     async def start() -> None:
         await watcher.start()
