@@ -284,7 +284,7 @@ class BackgroundPolicy:
     def _schedule_first(self, env: Environment, now: float) -> None:
         outcome = self.boundary.run(env, "schedule", lambda: self._next_turn(env.id, now, first=True))
         if isinstance(outcome, Failure):
-            self.store.put(EnvironmentResult(env, 0.0, self.wall_clock(), {}, {self.engine.primary: outcome}))
+            self._failed(env, outcome)
             self._unscheduled.add(env.id)
             return
         self._unscheduled.discard(env.id)
@@ -306,13 +306,17 @@ class BackgroundPolicy:
             return
         outcome = self.boundary.run(env, "schedule", lambda: self.engine.listing(env, now + self.timeout))
         if isinstance(outcome, Failure):
-            self.store.put(EnvironmentResult(env, 0.0, self.wall_clock(), {}, {self.engine.primary: outcome}))
+            self._failed(env, outcome)
             return
         if outcome is None:  # answered without a listing (no key)
             return
         self.schedule.listing.add(env.id)
         self._listings.add(outcome)
         outcome.add_done_callback(lambda task: self._ended(env.id, task))
+
+    def _failed(self, env: Environment, failure: Failure) -> None:
+        """A scheduling step of `env` raised: served as its listing's failure until one ends."""
+        self.store.put(EnvironmentResult(env, 0.0, self.wall_clock(), {}, {self.engine.primary: failure}))
 
     def _ended(self, environment_id: str, task: asyncio.Task[EnvironmentResult]) -> None:
         self._listings.discard(task)

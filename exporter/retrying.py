@@ -89,6 +89,11 @@ class RetryingGet:
         self.budget = budget
         self.wall_clock = wall_clock  # Unix time, for retry-after dates
         self.jitter = jitter
+        self._headers = {  # the same on every request of this config; the credential is added per request
+            VERSION_HEADER: api.anthropic_version,
+            BETA_HEADER: ",".join(api.betas),
+            "User-Agent": f"anthropic-work-exporter/{__version__}",
+        }
 
     async def get(
         self,
@@ -107,12 +112,11 @@ class RetryingGet:
         `deadline` is event-loop time, read anew before each try (a listing's deadline
         grows when a later scrape joins it). `trace`, when given, is told every try.
         """
-        sent = f"{path}?{urlencode(params)}" if params else path
+        # What the debug page's log shows as sent; made only for it (the client makes its own).
+        sent = (f"{path}?{urlencode(params)}" if params else path) if trace is not None else ""
         url = f"{self.api.base_url}{path}"
         headers = {
-            VERSION_HEADER: self.api.anthropic_version,
-            BETA_HEADER: ",".join(self.api.betas),
-            "User-Agent": f"anthropic-work-exporter/{__version__}",
+            **self._headers,
             # Read at every request: a key file rotated on disk is used from the next request on.
             **auth_headers(credentials.type, credentials.value.reveal()),
         }
