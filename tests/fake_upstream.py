@@ -12,9 +12,11 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from loopback import loopback_server
 
 Answer = tuple[int, bytes]
 
@@ -79,14 +81,9 @@ def fake_upstream() -> Iterator[FakeUpstream]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    fake.url = f"http://127.0.0.1:{server.server_port}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield fake
-    finally:
-        fake.released.set()
-        server.shutdown()
-        server.server_close()
+    with loopback_server(Handler) as server:
+        fake.url = f"http://127.0.0.1:{server.server_port}"
+        try:
+            yield fake
+        finally:
+            fake.released.set()  # requests held open end before the server stops

@@ -6,16 +6,16 @@ import asyncio
 import contextlib
 import gzip
 import os
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 from exposition import samples, value
+from loopback import loopback_server
 from processes import exporter_process, free_port, running, simulator_process, wait_for
 from tools import query, require
 from upstream import running_exporter, running_simulator
@@ -256,13 +256,8 @@ def replayed_answer() -> Iterator[tuple[str, dict[str, bytes | str]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with loopback_server(Handler) as server:
         yield f"127.0.0.1:{server.server_port}", answer
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 REFRESH = 15.0  # seconds: 100 environments x 2 requests / 15 s = 13.3 requests a second per replica

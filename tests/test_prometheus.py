@@ -10,14 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from loopback import loopback_server
 from processes import exporter_process, free_port, running, wait_for
 from tools import query, require
 from upstream import DEMO_ENVS
@@ -43,12 +43,8 @@ def webhook_receiver() -> Iterator[tuple[str, list[dict]]]:
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with loopback_server(Handler) as server:
         yield f"http://127.0.0.1:{server.server_port}/alerts", received
-    finally:
-        server.shutdown()
 
 
 def fast_rules(tmp: Path) -> Path:
