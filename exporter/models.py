@@ -23,7 +23,7 @@ import functools
 import json
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, NamedTuple
 from urllib.parse import quote
 
@@ -401,7 +401,15 @@ def parse_error(body: bytes, headers: Mapping[str, str]) -> ApiError:
 
 
 # 1970-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999Z: the range a work item's timestamp can hold.
+# As floats: the typed path takes [_EARLIEST, _LATEST) at once; the last microseconds before _LATEST
+# round to it as a float, so an instant that lands on it goes the tolerant way, which checks it exactly.
 _EARLIEST, _LATEST = 0.0, 253402300800.0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LAST_MICROSECOND = 253402300800 * 1_000_000 - 1  # 9999-12-31T23:59:59.999999Z, in µs since 1970
+_MICROSECOND = timedelta(microseconds=1)
+# RFC 3339 allows second 60 (a leap second); msgspec and datetime do not. `hh:mm:60` is read as
+# `hh:mm:59` plus one second: the instant POSIX time gives it (the first of the next minute).
+_LEAP_SECOND = re.compile(r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:)60(?=[.Zz+-])")
 
 
 def parse_timestamp(value: Any) -> float | None:
@@ -410,17 +418,29 @@ def parse_timestamp(value: Any) -> float | None:
     The grammar is msgspec's RFC 3339 parser, the one the typed path decodes pages
     with, so both paths read every string the same way: `T`, `t` or a space between
     date and time; `Z`, `z` or a numeric offset (required); fraction digits rounded
-    to the microsecond. Instants before 1970 or from the year 10000 on are
-    unparseable on both paths: no work item is that old, and a year-0001 timestamp
-    would otherwise become an age of 6e10 seconds.
+    half up to the microsecond. Second 60 (a leap second) is the first instant of the
+    next minute. Instants before 1970-01-01T00:00:00Z or after
+    9999-12-31T23:59:59.999999Z are unparseable on both paths: no work item is that
+    old, and a year-0001 timestamp would otherwise become an age of 6e10 seconds.
     """
     if not isinstance(value, str):
         return None
+    leap = 0
     try:
-        unix = msgspec.convert(value, _Stamp).timestamp()
-    except (msgspec.ValidationError, OverflowError, ValueError):  # not RFC 3339, or no offset
+        stamp = msgspec.convert(value, _Stamp)
+    except (msgspec.ValidationError, OverflowError, ValueError):  # not RFC 3339, no offset, or second 60
+        fixed, leap = _LEAP_SECOND.subn(r"\g<1>59", value, count=1)
+        if not leap:
+            return None
+        try:
+            stamp = msgspec.convert(fixed, _Stamp)
+        except (msgspec.ValidationError, OverflowError, ValueError):
+            return None
+    # Exact, in whole microseconds: a float cannot tell the range's last microsecond from the next.
+    micros = (stamp - _EPOCH) // _MICROSECOND + leap * 1_000_000
+    if not 0 <= micros <= _LAST_MICROSECOND:
         return None
-    return unix if _EARLIEST <= unix < _LATEST else None
+    return micros / 1_000_000
 
 
 class ListedEnvironment(NamedTuple):

@@ -9,12 +9,14 @@ derandomized budget, `tests/conftest.py`); `HYPOTHESIS_PROFILE=long` searches lo
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import io
 import json
 import logging
 import math
 import socket
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -106,7 +108,7 @@ def test_a_work_page_is_a_page_of_valid_values_or_a_format_error(body):
         assert is_text(item.id) and is_text(item.state)
         assert all(label is None or is_text(label) for label in item.labels)
         for stamp in (*item.events, item.latest_heartbeat):
-            assert stamp is None or (math.isfinite(stamp) and 0 <= stamp < 253402300800)
+            assert stamp is None or (math.isfinite(stamp) and 0 <= stamp <= 253402300800)
 
 
 @given(stamps)
@@ -119,6 +121,55 @@ def test_both_decoding_paths_read_every_timestamp_alike(text):
     tolerant = parse_work_page(encoded({"data": [item, {"id": "w2", "state": "queued", "created_at": 1}]}))
     assert typed.events[0] == tolerant.items[0].events[0] == parse_timestamp(text)
     assert (typed.events[0] is None) == ("created_at" in tolerant.items[0].unparseable) or text is None
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+LAST_MICROSECOND = 253402300800 * 10**6 - 1  # 9999-12-31T23:59:59.999999Z
+
+
+@st.composite
+def rfc3339(draw) -> tuple[str, float | None]:
+    """An RFC 3339 date-time (leap seconds, any fraction, any offset) and, worked out independently
+    with datetime arithmetic and whole microseconds, the Unix time it names, or None when that lies
+    outside 1970-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999Z."""
+    year = draw(st.integers(1960, 9999))
+    month = draw(st.integers(1, 12))
+    day = draw(st.integers(1, calendar.monthrange(year, month)[1]))
+    hour, minute, second = draw(st.integers(0, 23)), draw(st.integers(0, 59)), draw(st.integers(0, 60))
+    digits = draw(st.one_of(st.just(""), st.text("0123456789", min_size=1, max_size=9)))
+    if draw(st.booleans()):
+        zone, offset = draw(st.sampled_from("Zz")), timedelta(0)
+    else:
+        sign, hours, minutes = draw(st.sampled_from("+-")), draw(st.integers(0, 23)), draw(st.integers(0, 59))
+        zone = f"{sign}{hours:02d}:{minutes:02d}"
+        offset = (1 if sign == "+" else -1) * timedelta(hours=hours, minutes=minutes)
+    separator = draw(st.sampled_from("Tt "))
+    fraction = f".{digits}" if digits else ""
+    text = f"{year:04d}-{month:02d}-{day:02d}{separator}{hour:02d}:{minute:02d}:{second:02d}{fraction}{zone}"
+    # Second 60 is the first instant of the next minute; the fraction is rounded half up to the µs.
+    local = datetime(year, month, day, hour, minute, min(second, 59), tzinfo=timezone(offset))
+    micros = (local - EPOCH) // timedelta(microseconds=1) + (10**6 if second == 60 else 0)
+    if digits:
+        scale = 10 ** len(digits)
+        micros += (int(digits) * 10**6 * 2 + scale) // (2 * scale)
+    return text, (micros / 10**6 if 0 <= micros <= LAST_MICROSECOND else None)
+
+
+@given(rfc3339())
+@example(("2026-12-31T23:59:60Z", 1798761600.0))
+@example(("2016-12-31T23:59:60.5+00:00", 1483228800.5))
+@example(("9999-12-31T23:59:59.999999Z", 253402300800.0))
+@example(("9999-12-31T23:59:59.9999995Z", None))  # rounds up into the year 10000
+@example(("9999-12-31T23:00:00-01:00", None))
+@example(("1970-01-01T00:00:00+00:01", None))
+@example(("1969-12-31T23:59:59.9999995Z", 0.0))
+def test_every_rfc3339_date_time_parses_to_the_instant_datetime_arithmetic_gives(case):
+    """On both decoding paths: the one grammar, checked against an independent reference."""
+    text, expected = case
+    assert parse_timestamp(text) == expected
+    item = {"id": "w1", "state": "queued", "created_at": text}
+    typed = parse_work_page(encoded({"data": [item]})).items[0]
+    assert typed.events[0] == expected
 
 
 @given(

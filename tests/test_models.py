@@ -39,6 +39,10 @@ BASE = 1795348800.0  # 2026-11-22T12:00:00Z
         ("2026-11-22T12:00:00+00:00", BASE),
         ("1970-01-01T00:00:00Z", 0.0),
         ("9999-12-31T23:59:59Z", 253402300799.0),
+        ("9999-12-31T23:59:59.999999Z", 253402300799.999999),  # the range's last microsecond
+        ("2016-12-31T23:59:60Z", 1483228800.0),  # a leap second: the next minute's first instant
+        ("2016-12-31T23:59:60.25Z", 1483228800.25),
+        ("2017-01-01T00:59:60+01:00", 1483228800.0),  # the same leap second, in another zone
     ],
 )
 def test_rfc3339_timestamps(text, expected):
@@ -63,6 +67,10 @@ def test_rfc3339_timestamps(text, expected):
         "1969-12-31T23:59:59Z",
         "9999-12-31T23:00:00-02:00",  # past the year 9999 in UTC
         "2026-13-01T00:00:00Z",
+        "2026-11-22T12:00:61Z",  # no second 61
+        "2026-11-22T12:60:00Z",
+        "2026-11-22T12:00:60",  # a leap second still needs its offset
+        "9999-12-31T23:59:60Z",  # past the range
     ],
 )
 def test_unparseable_timestamps_are_none(text):
