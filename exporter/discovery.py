@@ -121,6 +121,7 @@ class Discovery(Timer):
                 deadline=lambda: deadline,
                 count=self._count,
                 pool="discovery",
+                endpoint="discovery",
             )
             try:
                 page = parse_environments_page(body)

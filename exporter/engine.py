@@ -302,7 +302,7 @@ class Engine:
                 async with self._slots:
                     listing.running = True
                     for source in sources:
-                        fetch = self._fetcher(listing, source.credentials(env), trace)
+                        fetch = self._fetcher(listing, source.credentials(env), source.name, trace)
                         tasks[source.name] = asyncio.create_task(self._collect(source, env, fetch))
                     await asyncio.wait(tasks.values())
         except TimeoutError:  # the latest waiter's deadline passed: abandon what is unfinished
@@ -374,7 +374,9 @@ class Engine:
 
     # -- requests --------------------------------------------------------------
 
-    def _fetcher(self, listing: _Listing, credentials: Credentials, trace: Trace | None = None) -> Fetch:
+    def _fetcher(
+        self, listing: _Listing, credentials: Credentials, endpoint: str, trace: Trace | None = None
+    ) -> Fetch:
         env = listing.env
 
         async def fetch(path: str, params: Mapping[str, str | int]) -> bytes:
@@ -388,6 +390,7 @@ class Engine:
                 deadline=lambda: listing.deadline,
                 count=lambda code: self.observer.request(env.id, code),
                 pool=env.id,
+                endpoint=endpoint,
                 trace=trace,
             )
 

@@ -4,7 +4,11 @@
 `work/stats` (through the engine) and discovery (on its own) all call it. It owns
 
 - **the headers**: version, beta, workspace and the credential, sent as its kind says;
-- **the request budget**: asked before every try (`Budget`);
+- **the request budget**: asked before every try (`Budget`), and told the pauses the API
+  asks for, scoped to what shares their cause (`pause_scopes`): a 429 pauses that
+  endpoint's requests with the same credential, a 503 with `retry-after` that
+  environment's endpoint; a `retry-after` on any other status pauses nothing (on a 401
+  or 404 it is ignored: those are not retried);
 - **the retry rules**: 408, 409, 429, 5xx, timeouts and connection errors are retried as
   the official SDK does (backoff 0.5 s doubling to 8 s with up to 25 % jitter;
   `retry-after-ms`, `retry-after` and `x-should-retry` honoured), never past the deadline;
@@ -22,7 +26,7 @@ import asyncio
 import email.utils
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import NamedTuple, Protocol
 from urllib.parse import urlencode
 
@@ -65,11 +69,11 @@ Trace = Callable[[Try], None]
 
 
 class Budget(Protocol):
-    async def acquire(self, deadline: float) -> None:
-        """Wait until a request may be sent; raise SourceFailed if that is after `deadline`."""
+    async def acquire(self, deadline: float, scopes: Iterable[Hashable]) -> None:
+        """Wait until a request in `scopes` may be sent; raise SourceFailed if that is after `deadline`."""
 
-    def pause(self, seconds: float) -> None:
-        """The API asked to slow down: no request from anyone for `seconds`."""
+    def pause(self, scope: Hashable, seconds: float, why: str) -> None:
+        """The API asked to slow down: no request in `scope` for `seconds`."""
 
 
 class RetryingGet:
@@ -104,6 +108,7 @@ class RetryingGet:
         deadline: Callable[[], float],
         count: Callable[[str], None],
         pool: str,
+        endpoint: str,
         workspace: str | None = None,
         trace: Trace | None = None,
     ) -> bytes:
@@ -111,15 +116,16 @@ class RetryingGet:
 
         `deadline` is event-loop time, read anew before each try (a listing's deadline
         grows when a later scrape joins it). `trace`, when given, is told every try.
+        `pool` names the connections to use (the environment's), `endpoint` what is asked
+        for ("work", "stats", "discovery"): together with the credential they scope the
+        pauses the API asks for (`pause_scopes`).
         """
         # What the debug page's log shows as sent; made only for it (the client makes its own).
         sent = (f"{path}?{urlencode(params)}" if params else path) if trace is not None else ""
         url = f"{self.api.base_url}{path}"
-        headers = {
-            **self._headers,
-            # Read at every request: a key file rotated on disk is used from the next request on.
-            **auth_headers(credentials.type, credentials.value.reveal()),
-        }
+        key = credentials.value.reveal()  # read at every request: a rotated key file is used at once
+        headers = {**self._headers, **auth_headers(credentials.type, key)}
+        by_credential, by_endpoint = scopes = pause_scopes(endpoint, pool, key)
         workspace = workspace or self.api.workspace_id
         if workspace:
             headers[WORKSPACE_HEADER] = workspace
@@ -129,7 +135,7 @@ class RetryingGet:
             if loop.time() >= deadline():
                 raise SourceFailed("deadline", "not finished before the scrape deadline")
             if self.budget is not None:
-                await self.budget.acquire(deadline())
+                await self.budget.acquire(deadline(), scopes)
             started = loop.time()
             try:
                 reply = await self.client.get(url, params, headers, self.api.request_timeout_seconds, pool)
@@ -157,8 +163,13 @@ class RetryingGet:
                     trace(self._try(sent, reply, loop.time() - started, retries, failure))
                 asked = retry_after(reply.headers, self.wall_clock())
                 delay = asked if asked is not None else self._backoff(retries)
-                if self.budget is not None and (reply.status == 429 or asked is not None):
-                    self.budget.pause(delay)  # the account, not this request, is asked to slow down
+                if self.budget is not None:  # only what shares the cause waits; other statuses pause nothing
+                    if reply.status == 429:  # a rate limit: this credential's requests to this endpoint
+                        why = f"the API answered 429 to {endpoint} with this credential"
+                        self.budget.pause(by_credential, delay, why)
+                    elif reply.status == 503 and asked is not None:  # this environment's endpoint is down
+                        why = f"the API answered 503 with retry-after to this environment's {endpoint}"
+                        self.budget.pause(by_endpoint, delay, why)
                 if not should_retry(reply.status, reply.headers):
                     raise failure
             if retries >= self.api.max_retries:
@@ -194,6 +205,13 @@ class RetryingGet:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def pause_scopes(endpoint: str, pool: str, key: str) -> tuple[Hashable, Hashable]:
+    """What a request's pauses are scoped to: (the endpoint, the credential), for a 429: environment
+    keys are per environment, and an organisation-wide limit makes every key answer 429 itself;
+    and (the endpoint, the environment), for a 503. A work/stats pause never delays a listing."""
+    return ("credential", endpoint, key), ("endpoint", endpoint, pool)
 
 
 def should_retry(status: int, headers: Mapping[str, str]) -> bool:
