@@ -91,13 +91,13 @@ def main() -> None:
     ledger = FlowLedger()
     baseline = FlowFold(None, now - 60, 60, flow_buckets)
     for page_items in decoded:
-        baseline.add(page_items)
+        baseline.add(page_items, now)
     ledger.commit("env_a", baseline)
 
     def flow() -> None:
         fold = FlowFold(ledger.mark("env_a"), now, 60, flow_buckets)
         for page_items in decoded:
-            fold.add(page_items)
+            fold.add(page_items, now)
 
     rounds = 3 if args.smoke else 15
     cost = medians(

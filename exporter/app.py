@@ -29,15 +29,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
 from . import __version__, debug
-from .aggregate import WorkSummary
+from .aggregate import ATTENTION_ITEMS, WorkSummary
 from .collectors.exporter import ReloadState
 from .config import Environment, ScrapeConfig
-from .engine import EnvironmentResult
+from .engine import Busy, EnvironmentResult
 from .exposition import Exposition
 from .models import KNOWN_STATES
 from .negotiate import FORMATS, TEXT, accepts_gzip, choose_format
 from .policy import ResultStore
-from .retrying import Try
 from .runtime import Reloader, Runtime
 from .sources.work import WorkSource
 
@@ -55,8 +54,8 @@ MAX_SCRAPE_TIMEOUT_SECONDS = 3600.0
 
 def scrape_budget(header: str | None, scrape: ScrapeConfig) -> float:
     """Seconds this scrape may take: Prometheus's timeout less our offset, or the configured default."""
-    try:
-        timeout = float(header) if header is not None else math.nan
+    try:  # ASCII only: float() also reads other scripts' digits
+        timeout = float(header) if header is not None and header.isascii() else math.nan
     except ValueError:  # not a number at all
         timeout = math.nan
     if not (0 < timeout <= MAX_SCRAPE_TIMEOUT_SECONDS):  # also false for NaN
@@ -154,7 +153,7 @@ class ExporterApp:
     async def _probe(
         self, runtime: Runtime, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]
     ) -> None:
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        query = _query(scope)
         ids = query.get("environment_id", [])
         if len(ids) != 1 or not ids[0]:
             await _reply(
@@ -171,25 +170,31 @@ class ExporterApp:
                 "in its config, or discovered, in its shard can be probed\n",
             )
             return
-        if query.get("debug", ["false"])[-1].lower() not in ("true", "1"):
+        debug_page = _flag(query, "debug")
+        items = _whole_number(query, "debug_items", debug.DEFAULT_ITEMS, 1, debug.MAX_ITEMS)
+        for problem in (debug_page, items):
+            if isinstance(problem, str):
+                await _reply(send, scope, 400, f"400: {problem}\n")
+                return
+        if not debug_page:
             await self._metrics(runtime, scope, receive, send, (env,), headers, own=False)
-            return
-        raw = query.get("debug_items", [str(debug.DEFAULT_ITEMS)])[-1]
-        if not raw.isdigit() or not 1 <= int(raw) <= debug.MAX_ITEMS:
-            await _reply(send, scope, 400, f"400: debug_items must be a number from 1 to {debug.MAX_ITEMS}\n")
             return
         if scope["method"] == "HEAD":
             await _reply(send, scope, 200, "")
             return
+        assert isinstance(items, int)
         budget = scrape_budget(headers.get("x-prometheus-scrape-timeout-seconds"), runtime.config.scrape)
         deadline = asyncio.get_running_loop().time() + budget
-        attention = debug.Attention(int(raw), runtime.config.breakdown.metadata_keys)
-        tries: list[Try] = []
-        sources = debug.watched(runtime.engine.sources, attention)
-        result = await runtime.engine.examine(env, deadline, sources, tries.append)
-        metrics = await self.exposition.render([result], [env.id], None, fmt=TEXT, gzip=False)
+        try:
+            examined = await runtime.engine.examine(env, deadline, max(items, ATTENTION_ITEMS))
+        except Busy as busy:  # the debug pages' own pool is full: never a scrape's slot
+            retry = str(math.ceil(busy.retry_after))
+            await _reply(send, scope, 429, f"429: {busy}\n", [("Retry-After", retry)])
+            return
+        metrics = await self.exposition.render([examined.result], [env.id], None, fmt=TEXT, gzip=False)
         settings = debug.settings(env, runtime.config)
-        page = debug.report(env, result, tries, metrics.body.decode(), settings, attention)
+        thresholds = runtime.config.thresholds
+        page = debug.report(env, examined, metrics.body.decode(), settings, thresholds, items)
         await _reply(send, scope, 200, page)
 
     async def _metrics(
@@ -211,7 +216,7 @@ class ExporterApp:
             await _reply(send, scope, 200, "", [("Content-Type", fmt.content_type)])
             return
         gzip = accepts_gzip(headers.get("accept-encoding"))
-        names = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("name[]")
+        names = _query(scope).get("name[]")
         results: list[EnvironmentResult] = []
         if not names or not all(n.startswith(self.own_families) for n in names):
             budget = scrape_budget(headers.get("x-prometheus-scrape-timeout-seconds"), runtime.config.scrape)
@@ -286,6 +291,33 @@ class ExporterApp:
             f"<td>{html.escape(env.name)}</td><td>{html.escape(last)}</td><td>{counts}</td>"
             f'<td><a href="/probe?{query}&amp;debug=true">debug</a></td></tr>'
         )
+
+
+def _query(scope: Scope) -> dict[str, list[str]]:
+    """The query's parameters; percent-escapes that are no UTF-8 become U+FFFD, never an error."""
+    return parse_qs(scope.get("query_string", b"").decode("latin-1"))
+
+
+def _whole_number(query: dict[str, list[str]], name: str, default: int, low: int, high: int) -> int | str:
+    """The parameter as a whole number from `low` to `high`, or the problem naming it.
+
+    ASCII digits only: `str.isdigit` takes "²" and "①", which `int` then refuses."""
+    raw = query.get(name, [None])[-1]
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and low <= int(raw) <= high):
+        return f"{name} must be a whole number from {low} to {high}, in ASCII digits"
+    return int(raw)
+
+
+def _flag(query: dict[str, list[str]], name: str) -> bool | str:
+    """The parameter as true (`true`, `1`) or false (`false`, `0`, absent), or the problem naming it."""
+    raw = query.get(name, ["false"])[-1].lower()
+    if raw in ("true", "1"):
+        return True
+    if raw in ("false", "0"):
+        return False
+    return f"{name} must be true or false"
 
 
 def _exposed_name(metric: Metric) -> str:

@@ -101,6 +101,7 @@ KEYS: dict[str, set[str]] = {
         "timeout_offset_seconds",
         "concurrency",
         "clock_skew_seconds",
+        "max_recent_transitions",
     },
     "buckets": {
         "heartbeat_age_seconds",
@@ -167,8 +168,12 @@ class ScrapeConfig:
     timeout_seconds: float = 10.0
     timeout_offset_seconds: float = 0.5
     concurrency: int = 32  # measured: benchmarks/fleet.py, docs/design.md
-    # How far the API's clock may run behind ours without a transition being missed.
+    # How far the API's clock may run behind ours without a transition being missed; a timestamp
+    # more than this ahead of ours is implausible.
     clock_skew_seconds: float = 60.0
+    # Transitions per environment the flow ledger remembers between listings (so that each is
+    # counted once); past it the oldest are forgotten, and counted.
+    max_recent_transitions: int = 50_000
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,20 @@ class BucketConfig:
     start_duration_seconds: tuple[float, ...] = DEFAULT_START_DURATION_BUCKETS
     run_duration_seconds: tuple[float, ...] = DEFAULT_RUN_DURATION_BUCKETS
     stop_duration_seconds: tuple[float, ...] = DEFAULT_STOP_DURATION_BUCKETS
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a work item needs attention: the bundled alerts' own thresholds (docs/runbooks.md).
+
+    Workers renew a 90 s lease every 30 s (the SDK's worker): a heartbeat older than the
+    lease, or none past it, means the worker is gone.
+    """
+
+    queue_wait_seconds: float = 300.0  # AnthropicWorkQueueWaitTooLong
+    stale_heartbeat_seconds: float = 90.0  # AnthropicWorkStaleHeartbeat
+    without_heartbeat_seconds: float = 90.0  # AnthropicWorkStartingWithoutHeartbeat
+    stopping_seconds: float = 600.0  # AnthropicWorkStuckStopping
 
 
 @dataclass(frozen=True)
@@ -206,6 +225,7 @@ class Config:
     breakdown: BreakdownConfig = field(default_factory=BreakdownConfig)
     discovery: DiscoveryConfig | None = None
     stats_credentials: Credentials | None = None  # api.stats_credentials, for discovered environments
+    thresholds: Thresholds = field(default_factory=Thresholds)
 
     def credentials(self) -> list[tuple[str, Credentials]]:
         """Every configured credential, with where it is used ("env_01", "discovery", ...)."""
@@ -480,6 +500,9 @@ class _Checker:
             concurrency=self.number(m, "concurrency", "scrape", d.concurrency, integer=True),
             clock_skew_seconds=self.number(
                 m, "clock_skew_seconds", "scrape", d.clock_skew_seconds, exclusive=False
+            ),
+            max_recent_transitions=self.number(
+                m, "max_recent_transitions", "scrape", d.max_recent_transitions, integer=True
             ),
         )
 

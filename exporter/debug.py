@@ -1,128 +1,64 @@
 """The debug page: `/probe?environment_id=ENV&debug=true`, for the operator who was just paged.
 
-blackbox_exporter's `?debug=true` shows how one probe went; this shows how one listing
-went and what in the environment needs attention. The page lists the environment now
-and answers, in this order:
+blackbox_exporter's `?debug=true` shows how one probe went; this shows what in the
+environment needs attention and how one listing went. The page answers, in this order:
 
-1. the listing's log: every upstream request (path and query, status, bytes, duration,
+1. a summary: the state counts and the exact number of items of each kind that needs
+   attention;
+2. the work items that need attention, one section each: queued longer than the queue-wait
+   threshold, heartbeat older than the stale-heartbeat threshold, never heartbeated past
+   the lease, stopping longer than the stuck-stopping threshold (the alerts' own
+   thresholds), oldest first, at most `debug_items` of each. Each line has the work id,
+   the session id, the state, its ages and its breakdown metadata;
+3. the listing's log: every upstream request (path and query, status, bytes, duration,
    `request-id`, which retry it was, why it failed), then each source's outcome;
-2. the metrics the probe would return, from that listing;
-3. the environment's effective settings, each credential shown only by where it comes
-   from, never the key;
-4. the work items that need attention: the longest-waiting `queued` items, the
-   `starting`/`active`/`stopping` items whose heartbeat is older than 90 s, and those
-   that never heartbeated, oldest first, at most `debug_items` of each kind. Each line
-   has the work id, the session id, the state, its ages and its breakdown metadata.
+4. the metrics the probe would return, from that listing;
+5. the environment's effective settings, each credential shown only by where it comes
+   from, never the key.
 
-The items are chosen page by page (`Attention`, a bounded heap per kind), so memory stays
-three times `debug_items` however many items the environment has. Nothing of `secret` is read.
+The items are chosen by the listing itself (`aggregate.Attention`, a bounded heap per kind),
+so a debug page can join a listing in flight and still show them; memory stays four times
+`debug_items` however many items the environment has. Nothing of `secret` is read.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
 
-from .config import Config, Credentials, Environment
-from .engine import EnvironmentResult
-from .models import HEARTBEAT_STATES, WorkItem
+from .aggregate import (
+    ATTENTION_KINDS,
+    NO_HEARTBEAT,
+    QUEUED,
+    STALE_HEARTBEAT,
+    STUCK_STOPPING,
+    Attention,
+    Noted,
+    WorkSummary,
+)
+from .config import Config, Credentials, Environment, Thresholds
+from .engine import Examined
+from .models import KNOWN_STATES
 from .retrying import Try
-from .sources import Fetch, Source
 from .sources.work import WorkSource
 
 DEFAULT_ITEMS = 20
 MAX_ITEMS = 1000
-STALE_HEARTBEAT_SECONDS = 90.0  # the lease a worker loses without a heartbeat; the alert's threshold
-
-KINDS = {
-    "queued": "Queued, waiting longest",
-    "stale_heartbeat": f"Heartbeat older than {STALE_HEARTBEAT_SECONDS:g} s",
-    "no_heartbeat": "Never heartbeated",
-}
 
 
-class Noted(NamedTuple):
-    """One item that needs attention, as the page shows it."""
-
-    since: float  # what it is ranked by: the older, the sooner it is shown
-    work_id: str
-    session_id: str | None
-    state: str
-    ages: tuple[tuple[str, float], ...]  # (what, seconds)
-    labels: tuple[tuple[str, str], ...]  # breakdown metadata: (key, value)
-
-
-class Attention:
-    """The `limit` oldest items of each kind, chosen page by page in bounded memory."""
-
-    def __init__(self, limit: int, metadata_keys: Sequence[str]):
-        self.limit = limit
-        self.metadata_keys = metadata_keys
-        self._heaps: dict[str, list[tuple[float, int, Noted]]] = {kind: [] for kind in KINDS}
-        self._order = itertools.count()
-        self.seen = 0
-
-    def add_page(self, items: Iterable[WorkItem], arrived: float) -> None:
-        """One page's items; `arrived` is when the page came (what its ages are measured against)."""
-        for item in items:
-            self.seen += 1
-            since = item.state_since
-            in_state = None if since is None else ("in state", max(0.0, arrived - since))
-            if item.state == "queued" and since is not None:
-                self._keep("queued", since, item, (("waiting", max(0.0, arrived - since)),))
-            elif item.state in HEARTBEAT_STATES:
-                beat = item.latest_heartbeat
-                if beat is not None and arrived - beat > STALE_HEARTBEAT_SECONDS:
-                    ages = (("heartbeat", arrived - beat), *([in_state] if in_state else []))
-                    self._keep("stale_heartbeat", beat, item, ages)
-                elif beat is None and "latest_heartbeat_at" not in item.unparseable:
-                    self._keep(
-                        "no_heartbeat",
-                        since if since is not None else 0.0,
-                        item,
-                        tuple(filter(None, [in_state])),
-                    )
-
-    def _keep(self, kind: str, since: float, item: WorkItem, ages: tuple[tuple[str, float], ...]) -> None:
-        labels = tuple(
-            (key, value) for key, value in zip(self.metadata_keys, item.labels, strict=False) if value
-        )
-        noted = Noted(since, item.id, item.session, item.state, ages, labels)
-        heap = self._heaps[kind]
-        heapq.heappush(heap, (-since, next(self._order), noted))  # the youngest on top, to be dropped
-        if len(heap) > self.limit:
-            heapq.heappop(heap)
-
-    def oldest(self, kind: str) -> list[Noted]:
-        return [noted for _, _, noted in sorted(self._heaps[kind], key=lambda entry: (-entry[0], entry[1]))]
-
-
-class _Watched:
-    """The work source, with every page shown to the attention list as well."""
-
-    def __init__(self, source: WorkSource, attention: Attention):
-        self.source = source
-        self.attention = attention
-        self.name = source.name
-
-    def credentials(self, env: Environment) -> Credentials:
-        return self.source.credentials(env)
-
-    async def collect(self, env: Environment, fetch: Fetch) -> Any:
-        return await self.source.collect(env, fetch, self.attention.add_page)
-
-
-def watched(sources: Sequence[Source[Any]], attention: Attention) -> list[Source[Any]]:
-    """The engine's sources, the work listing's pages shown to `attention` too."""
-    return [_Watched(s, attention) if isinstance(s, WorkSource) else s for s in sources]
+def titles(thresholds: Thresholds) -> dict[str, str]:
+    """Each kind of attention's section title, with the threshold that decides it."""
+    return {
+        QUEUED: f"Queued longer than {thresholds.queue_wait_seconds:g} s",
+        STALE_HEARTBEAT: f"Heartbeat older than {thresholds.stale_heartbeat_seconds:g} s",
+        NO_HEARTBEAT: f"Never heartbeated, in state longer than {thresholds.without_heartbeat_seconds:g} s",
+        STUCK_STOPPING: f"Stopping longer than {thresholds.stopping_seconds:g} s",
+    }
 
 
 def settings(env: Environment, config: Config) -> list[tuple[str, str]]:
     """The environment's effective settings; each credential only by kind and where it comes from."""
-    api, scrape = config.api, config.scrape
+    api, scrape, limits = config.api, config.scrape, config.thresholds
     stats = env.stats_credentials
     return [
         ("environment_id", env.id),
@@ -143,6 +79,10 @@ def settings(env: Environment, config: Config) -> list[tuple[str, str]]:
         ("scrape.refresh_interval_seconds", f"{scrape.refresh_interval_seconds:g}"),
         ("scrape.clock_skew_seconds", f"{scrape.clock_skew_seconds:g}"),
         ("breakdown.metadata_keys", ",".join(config.breakdown.metadata_keys) or "none"),
+        ("thresholds.queue_wait_seconds", f"{limits.queue_wait_seconds:g}"),
+        ("thresholds.stale_heartbeat_seconds", f"{limits.stale_heartbeat_seconds:g}"),
+        ("thresholds.without_heartbeat_seconds", f"{limits.without_heartbeat_seconds:g}"),
+        ("thresholds.stopping_seconds", f"{limits.stopping_seconds:g}"),
     ]
 
 
@@ -152,26 +92,26 @@ def _where(credentials: Credentials) -> str:
 
 def report(
     env: Environment,
-    result: EnvironmentResult,
-    tries: Sequence[Try],
+    examined: Examined,
     metrics: str,
     settings: Sequence[tuple[str, str]],
-    attention: Attention,
+    thresholds: Thresholds,
+    shown: int,
 ) -> str:
-    """The page's text."""
+    """The page's text; at most `shown` items of each kind needing attention."""
+    result = examined.result
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(result.finished_at))
-    out = [f"# Listing of {env.id} ({env.name}), ended {when}, in {result.duration_seconds:.3f}s", ""]
-    for t in tries:
-        line = f"GET {t.path} -> {t.code}, {t.size} bytes, {t.seconds * 1000:.0f} ms"
-        if t.request_id:
-            line += f", request-id {t.request_id}"
-        if t.attempt:
-            line += f", retry {t.attempt}"
-        if t.failure:
-            line += f", failed: {t.failure}"
-        out.append(line)
-    if not tries:
-        out.append("(no upstream request)")
+    joined = " (joined a listing already in flight)" if examined.joined else ""
+    out = [f"# {env.id} ({env.name}): listing ended {when}, in {result.duration_seconds:.3f}s{joined}", ""]
+    summary = result.values.get(WorkSource.name)
+    if isinstance(summary, WorkSummary):
+        out += _attention(summary, thresholds, examined.attention, shown)
+    else:
+        failure = result.failures.get(WorkSource.name)
+        why = f"{failure.reason}: {failure.message}" if failure else "no result"
+        out += [f"## Summary: the work listing failed ({why}); nothing to show of its items", ""]
+    out += ["# Listing log", ""]
+    out += [_try_line(t) for t in examined.tries] or ["(no upstream request)"]
     out.append("")
     for name in sorted({*result.values, *result.failures}):
         failure = result.failures.get(name)
@@ -182,16 +122,38 @@ def report(
     out += ["# Settings", ""]
     width = max(len(key) for key, _ in settings)
     out += [f"{key.ljust(width)}  {value}" for key, value in settings]
-    out += [
-        "",
-        f"# Work items that need attention (at most {attention.limit} of each kind, oldest first; "
-        f"{attention.seen} items listed)",
-    ]
-    for kind, title in KINDS.items():
-        noted = attention.oldest(kind)
-        out += ["", f"## {title}: {len(noted)}" + (" or more" if len(noted) == attention.limit else "")]
-        out += [_item_line(n) for n in noted]
     return "\n".join(out) + "\n"
+
+
+def _attention(summary: WorkSummary, thresholds: Thresholds, kept: int, shown: int) -> list[str]:
+    attention: Attention = summary.attention
+    states = ", ".join(f"{state} {summary.items.get(state, 0)}" for state in KNOWN_STATES)
+    others = sorted(state for state in summary.items if state not in KNOWN_STATES)
+    states += "".join(f", {state} {summary.items[state]}" for state in others)
+    out = ["## Summary", "", f"items: {sum(summary.items.values())} ({states})"]
+    sections = titles(thresholds)
+    for kind in ATTENTION_KINDS:
+        out.append(f"{sections[kind]}: {attention.counts[kind]}")
+    for kind in ATTENTION_KINDS:
+        count = attention.counts[kind]
+        noted = attention.oldest(kind)[:shown]
+        listed = f", the oldest {len(noted)} listed" if len(noted) < count else ""
+        out += ["", f"## {sections[kind]}: {count}{listed}"]
+        if len(noted) < min(count, shown) and kept < shown:  # a listing in flight kept fewer
+            out.append(f"(the listing joined kept the oldest {kept} of each kind)")
+        out += [_item_line(n) for n in noted]
+    return [*out, ""]
+
+
+def _try_line(t: Try) -> str:
+    line = f"GET {t.path} -> {t.code}, {t.size} bytes, {t.seconds * 1000:.0f} ms"
+    if t.request_id:
+        line += f", request-id {t.request_id}"
+    if t.attempt:
+        line += f", retry {t.attempt}"
+    if t.failure:
+        line += f", failed: {t.failure}"
+    return line
 
 
 def _item_line(noted: Noted) -> str:

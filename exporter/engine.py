@@ -11,6 +11,12 @@ per environment by the deadline, whatever happens upstream. It owns:
 - **concurrency**: at most `concurrency` environments are listed at once.
   Environments whose last listing ran out of time queue behind the others, so a
   few stuck environments cannot make every healthy one miss the deadline too.
+- **the debug page's listings** (`examine`): a debug page joins the environment's
+  listing in flight when there is one (a scrape's, or another debug page's), without
+  extending its deadline, and reads its whole request log (every listing keeps one);
+  otherwise it lists in a pool of its own (`DEBUG_LISTINGS`), so debug pages never take
+  a slot a scrape needs. A debug page that gets no slot of that pool by its deadline, or
+  finds `DEBUG_WAITING` debug listings already waiting for one, raises `Busy`.
 - **sources, each on its own**: each source of an environment runs as its own task
   with the whole deadline, and has its own outcome. A scrape reports each source by
   its own task: a `work/stats` still hanging at the deadline costs `stats` only,
@@ -42,18 +48,39 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
+from .aggregate import ATTENTION_ITEMS
 from .config import NO_CREDENTIALS, Credentials, Environment
 from .failures import Failure, FailureLog
 from .isolation import internal_failure
 from .pace import Pace
 from .redact import Redactor
-from .retrying import RetryingGet, Trace
+from .retrying import RetryingGet, Try
 from .sources import Fetch, Source, SourceFailed
 
 # Failures that mean "this environment ran out of time", which sends it to the back of the queue.
 LATE_REASONS = frozenset({"deadline", "timeout"})
 DEADLINE = Failure("deadline", "not finished before the scrape deadline")
 NO_VALUES: Mapping[str, Any] = MappingProxyType({})
+DEBUG_LISTINGS = 4  # debug pages' own listings at once, beside the scrapes' `concurrency`
+DEBUG_WAITING = 16  # debug listings waiting for that pool; past it, a debug page is Busy at once
+
+
+class Busy(Exception):
+    """No debug listing can be had now: the debug pool stayed full. `retry_after` in seconds."""
+
+    def __init__(self, retry_after: float):
+        super().__init__(f"every debug listing slot is taken; try again in {retry_after:.0f}s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Examined:
+    """A debug page's listing: its result, every request it made, and whether it was joined in flight."""
+
+    result: EnvironmentResult
+    tries: Sequence[Try]
+    joined: bool
+    attention: int  # items of each kind needing attention the listing kept
 
 
 class EngineObserver(Protocol):
@@ -107,15 +134,18 @@ class EnvironmentResult:
 
 
 class _Listing:
-    """One environment being listed: its task, its sources' tasks, and the deadline its waiters extend."""
+    """One environment being listed: its task, its sources' tasks, the deadline its waiters extend,
+    and its request log."""
 
-    def __init__(self, env: Environment, deadline: float):
+    def __init__(self, env: Environment, deadline: float, attention: int = ATTENTION_ITEMS):
         self.env = env
         self.deadline = deadline
+        self.attention = attention  # items of each kind needing attention to keep
         self.timeout: asyncio.Timeout | None = None
         self.task: asyncio.Task[EnvironmentResult] | None = None
         self.sources: dict[str, asyncio.Task[Any]] = {}  # once it holds a slot
         self.running = False  # it holds a slot: its time is its own
+        self.tries: list[Try] = []  # every request, as sent and answered: a debug page may join
 
     def extend(self, deadline: float, now: float) -> bool:
         """Let it run until `deadline` too; False if it is already past its own (too late to join).
@@ -155,11 +185,13 @@ class Engine:
         self.on_result = on_result  # each listing's result, once, as it ends (the result store)
         self.wall_clock = wall_clock
         self._slots = asyncio.Semaphore(concurrency)
+        self._debug_slots = asyncio.Semaphore(DEBUG_LISTINGS)
         self._inflight: dict[str, _Listing] = {}
+        self._debug_inflight: dict[str, _Listing] = {}  # the debug pages' own listings
         self._tasks: set[asyncio.Task[EnvironmentResult]] = set()
         self._late: set[str] = set()
         self._keyless: dict[str, EnvironmentResult] = {}  # the no_credentials result, per environment
-        self._keyless_why: dict[str, Mapping[str, Failure]] = {}  # by why there is no key
+        self._keyless_why: dict[str, Mapping[str, Failure]] = {}  # the failures, by why there is no key
 
     # -- scrapes ---------------------------------------------------------------
 
@@ -188,17 +220,33 @@ class Engine:
         started = self._start(env, deadline)
         return started.task if isinstance(started, _Listing) else None
 
-    async def examine(
-        self, env: Environment, deadline: float, sources: Sequence[Source[Any]], trace: Trace
-    ) -> EnvironmentResult:
-        """A fresh listing of `env` with these sources (the engine's own, watched), every request
-        told to `trace`: for the debug page. It joins no listing in flight, and its result is
-        handed on like any other's."""
-        listing = _Listing(env, deadline)
-        return await self._run(listing, sources, trace)
+    async def examine(self, env: Environment, deadline: float, attention: int = ATTENTION_ITEMS) -> Examined:
+        """A listing of `env` for the debug page, by `deadline`, keeping `attention` items of each kind.
 
-    def is_listing(self, environment_id: str) -> bool:
-        return environment_id in self._inflight
+        It joins the listing in flight when there is one, without extending it, and gets its
+        whole request log; otherwise it lists in the debug pool, never in a scrape's slot.
+        `Busy` when that pool stays full past `deadline`, or too many debug listings wait for it.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        listing = self._inflight.get(env.id) or self._debug_inflight.get(env.id)
+        joined = listing is not None and listing.task is not None and not listing.task.done()
+        if not joined:
+            waiting = sum(1 for other in self._debug_inflight.values() if not other.running)
+            if waiting >= DEBUG_WAITING:
+                raise Busy(max(1.0, deadline - started))
+            listing = self._spawn(_Listing(env, deadline, attention), debug=True)
+        assert listing is not None and listing.task is not None
+        # Waited for, never cancelled from here: a scrape may be waiting for the same listing.
+        await asyncio.wait([listing.task], timeout=max(0.0, deadline - loop.time()))
+        if not joined and not listing.running:  # it never got a debug slot
+            raise Busy(max(1.0, deadline - started))
+        task = listing.task
+        if task.done() and not task.cancelled() and task.exception() is None:
+            result = task.result()
+        else:  # the listing joined is still running for a later deadline: each source so far
+            result = self._result(env, loop.time() - started, *self._split(listing.sources))
+        return Examined(result, listing.tries, joined, listing.attention)
 
     def forget_all_but(self, environment_ids: set[str]) -> None:
         """Drop what is kept for environments no longer watched."""
@@ -256,9 +304,13 @@ class Engine:
         listing = self._inflight.get(env.id)
         if listing is not None and listing.extend(deadline, asyncio.get_running_loop().time()):
             return listing
-        listing = _Listing(env, deadline)
-        task = listing.task = asyncio.create_task(self._run(listing), name=f"list {env.id}")
-        self._inflight[env.id] = listing
+        return self._spawn(_Listing(env, deadline), debug=False)
+
+    def _spawn(self, listing: _Listing, debug: bool) -> _Listing:
+        """Start `listing` as a task, in flight for others to join until it ends."""
+        name = f"{'debug' if debug else 'list'} {listing.env.id}"
+        task = listing.task = asyncio.create_task(self._run(listing, debug), name=name)
+        (self._debug_inflight if debug else self._inflight)[listing.env.id] = listing
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return listing
@@ -276,22 +328,22 @@ class Engine:
 
     # -- one environment -------------------------------------------------------
 
-    async def _run(
-        self, listing: _Listing, sources: Sequence[Source[Any]] | None = None, trace: Trace | None = None
-    ) -> EnvironmentResult:
+    async def _run(self, listing: _Listing, debug: bool = False) -> EnvironmentResult:
+        table = self._debug_inflight if debug else self._inflight
         try:
-            return await self._list(listing, sources or self.sources, trace)
+            return await self._list(listing, self._debug_slots if debug else self._slots, record=not debug)
         except Exception as exc:  # a bug of ours outside any source: still only this environment's
             result = self._failed_everywhere(listing.env, exc)
-            self._record(result, ran=False)
+            if not debug:
+                self._record(result, ran=False)
             return result
         finally:  # in the same step as the result: nobody can join a listing that has ended
-            if self._inflight.get(listing.env.id) is listing:
-                del self._inflight[listing.env.id]
+            if table.get(listing.env.id) is listing:
+                del table[listing.env.id]
 
-    async def _list(
-        self, listing: _Listing, sources: Sequence[Source[Any]], trace: Trace | None
-    ) -> EnvironmentResult:
+    async def _list(self, listing: _Listing, slots: asyncio.Semaphore, record: bool) -> EnvironmentResult:
+        """List with every source in one of `slots`; `record` the result (a debug page's own listing
+        is not: what a debug client asks for never changes what scrapes are served or counted)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         env = listing.env
@@ -299,11 +351,13 @@ class Engine:
         try:
             async with asyncio.timeout_at(listing.deadline) as timeout:
                 listing.timeout = timeout
-                async with self._slots:
+                async with slots:
                     listing.running = True
-                    for source in sources:
-                        fetch = self._fetcher(listing, source.credentials(env), source.name, trace)
-                        tasks[source.name] = asyncio.create_task(self._collect(source, env, fetch))
+                    for source in self.sources:
+                        fetch = self._fetcher(listing, source)
+                        tasks[source.name] = asyncio.create_task(
+                            self._collect(source, env, fetch, listing.attention)
+                        )
                     await asyncio.wait(tasks.values())
         except TimeoutError:  # the latest waiter's deadline passed: abandon what is unfinished
             pass
@@ -315,7 +369,8 @@ class Engine:
                 await asyncio.gather(*unfinished, return_exceptions=True)
         values, failures = self._split(tasks)
         result = self._result(env, loop.time() - started, values, failures)
-        self._record(result, listing.running)
+        if record:
+            self._record(result, listing.running)
         return result
 
     def _split(self, tasks: Mapping[str, asyncio.Task[Any]]) -> tuple[dict[str, Any], dict[str, Failure]]:
@@ -331,11 +386,11 @@ class Engine:
                 values[name] = outcome
         return values, failures
 
-    async def _collect(self, source: Source[Any], env: Environment, fetch: Fetch) -> Any:
+    async def _collect(self, source: Source[Any], env: Environment, fetch: Fetch, attention: int) -> Any:
         """The boundary of one source of one environment: its value, or a Failure; only cancellation
         passes through."""
         try:
-            return await source.collect(env, fetch)
+            return await source.collect(env, fetch, attention)
         except SourceFailed as exc:
             return Failure(exc.reason, self.redactor.clean(str(exc)))
         except Exception as exc:  # the exporter's own bug: this environment's failure, never the scrape's
@@ -374,10 +429,9 @@ class Engine:
 
     # -- requests --------------------------------------------------------------
 
-    def _fetcher(
-        self, listing: _Listing, credentials: Credentials, endpoint: str, trace: Trace | None = None
-    ) -> Fetch:
+    def _fetcher(self, listing: _Listing, source: Source[Any]) -> Fetch:
         env = listing.env
+        credentials = source.credentials(env)
 
         async def fetch(path: str, params: Mapping[str, str | int]) -> bytes:
             if credentials.type == NO_CREDENTIALS.type:
@@ -390,8 +444,8 @@ class Engine:
                 deadline=lambda: listing.deadline,
                 count=lambda code: self.observer.request(env.id, code),
                 pool=env.id,
-                endpoint=endpoint,
-                trace=trace,
+                endpoint=source.name,
+                trace=listing.tries.append,
             )
 
         return fetch

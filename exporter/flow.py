@@ -31,12 +31,25 @@ watermark and the transitions stamped after it; a listing adds those it counts:
 bounded by the transitions of a time window (`clock_skew` plus one listing),
 never by the number of items.
 
+**Implausible timestamps.** A timestamp more than `clock_skew` ahead of the page's
+arrival is no clock skew (an upstream clock far ahead, a `9999` "never" sentinel): it
+is neither counted nor remembered until it is no longer in the future, so such items
+cost no memory. A step that ends before it began (acknowledged before created, stopped
+before started, ...) still counts its transition once, but observes nothing in its
+histogram: a negative wait is no 0 s wait. `aggregate` counts both kinds per listing.
+
+**Bounded whatever upstream sends.** What is remembered per environment is capped at
+`max_recent` transitions (`scrape.max_recent_transitions`); past it the oldest are
+forgotten (a forgotten transition could be counted again if its item came back), and
+how many is counted (`FlowLedger.forgotten`).
+
 `FlowFold` is the pure part, page by page, with the listing's start passed in;
 `FlowLedger` keeps the per-environment state and the totals, long-lived.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -85,22 +98,29 @@ class FlowFold:
     started: float  # when the listing began, Unix seconds on our clock
     clock_skew: float
     buckets: dict[str, Sequence[float]]
+    max_recent: int = 50_000  # transitions remembered: `recent` and `counted` each
     counts: list[int] = field(init=False)
     steps: dict[str, AgeDistribution] = field(init=False)
     recent: dict[tuple[str, int], float] = field(init=False, default_factory=dict)
-    counted: set[tuple[str, int]] = field(init=False, default_factory=set)  # by this listing
+    # Counted by this listing and stamped at or before its watermark (those after it are in
+    # `recent`): a later page showing the item again does not count it twice.
+    counted: set[tuple[str, int]] = field(init=False, default_factory=set)
+    forgotten: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.counts = [0] * len(EVENTS)
         self.steps = {name: AgeDistribution(self.buckets[name]) for name in STEPS}
         self.watermark = self.started - self.clock_skew
 
-    def add(self, items: Iterable[WorkItem]) -> None:
+    def add(self, items: Iterable[WorkItem], arrived: float) -> None:
+        """One page's items; `arrived` is when the page came: stamps past it plus the skew are implausible."""
         previous = self.previous
         watermark = self.watermark
+        future = arrived + self.clock_skew
         # Nothing stamped at or before this is recent here, nor to be counted: most items of a
         # listing, whose every transition is older than the watermarks, are passed over at once.
         floor = watermark if previous is None else min(watermark, previous.watermark)
+        recent, counted = self.recent, self.counted
         for item in items:
             events = item.events
             c, a, s, r, p = events
@@ -113,21 +133,36 @@ class FlowFold:
             ):
                 continue
             for i, stamped in enumerate(events):
-                if stamped is None:
+                if stamped is None or stamped <= floor or stamped > future:  # old, or not yet plausible
                     continue
                 key = (item.id, i)
                 if stamped > watermark:
-                    self.recent[key] = stamped
+                    if key in recent:  # the same item again, on a later page of this listing
+                        continue
+                    recent[key] = stamped
+                    if len(recent) > 2 * self.max_recent:
+                        self._forget_oldest()
+                elif key in counted:
+                    continue
                 if previous is None or stamped <= previous.watermark or key in previous.recent:
                     continue  # the baseline, or counted by an earlier listing
-                if key in self.counted:  # the same item again, on a later page of this listing
-                    continue
-                self.counted.add(key)
+                if stamped <= watermark:
+                    if len(counted) < self.max_recent:
+                        counted.add(key)
+                    else:  # past the bound: not remembered (a repeat on a later page counts again)
+                        self.forgotten += 1
                 self.counts[i] += 1
                 for name, start in _ENDS[i]:
                     began = events[start]
-                    if began is not None:
+                    if began is not None and began <= stamped:  # a step that ends before it began: no time
                         self.steps[name].observe(stamped - began, (item.id, item.session, stamped))
+
+    def _forget_oldest(self) -> None:
+        """Keep the newest `max_recent` of `recent`, counting the rest as forgotten."""
+        keep = heapq.nlargest(self.max_recent, self.recent.items(), key=lambda entry: entry[1])
+        self.forgotten += len(self.recent) - len(keep)
+        self.recent.clear()  # in place: `add` holds it
+        self.recent.update(keep)
 
     def mark(self) -> FlowMark:
         """What this listing covered: its watermark, and every transition known after it."""
@@ -136,7 +171,10 @@ class FlowFold:
             for key, stamped in self.previous.recent.items():
                 if stamped > self.watermark:
                     recent.setdefault(key, stamped)
-        return FlowMark(self.watermark, recent)
+        self.recent = recent
+        if len(recent) > self.max_recent:
+            self._forget_oldest()
+        return FlowMark(self.watermark, self.recent)
 
 
 class FlowLedger:
@@ -145,6 +183,7 @@ class FlowLedger:
     def __init__(self) -> None:
         self._marks: dict[str, FlowMark] = {}
         self._totals: dict[str, FlowTotals] = {}
+        self.forgotten: dict[str, int] = {}  # transitions forgotten past the bound, per environment
 
     def mark(self, environment_id: str) -> FlowMark | None:
         return self._marks.get(environment_id)
@@ -170,9 +209,11 @@ class FlowLedger:
         for name, dist in fold.steps.items():
             totals.steps[name].merge(dist)
         self._marks[environment_id] = fold.mark()
+        if fold.forgotten:
+            self.forgotten[environment_id] = self.forgotten.get(environment_id, 0) + fold.forgotten
         return True
 
     def forget_all_but(self, environment_ids: set[str]) -> None:
-        for table in (self._marks, self._totals):
+        for table in (self._marks, self._totals, self.forgotten):
             for env_id in set(table) - environment_ids:
                 del table[env_id]

@@ -111,7 +111,7 @@ class HeldSource:
         self.calls: defaultdict[str, int] = defaultdict(int)
         self.errors: dict[str, BaseException] = {}
 
-    async def collect(self, env: Environment, fetch: Fetch) -> Any:
+    async def collect(self, env: Environment, fetch: Fetch, attention: int = 0) -> Any:
         self.started.append(env.id)
         self.calls[env.id] += 1
         self.entered[env.id].set()

@@ -167,6 +167,45 @@ def test_future_timestamps_count_as_age_zero():
 
 
 @respx.mock
+def test_implausible_timestamps_are_counted_per_field_in_each_listing():
+    """More than the 60 s skew ahead of the page, or before the timestamp its step starts from."""
+    at = rfc3339
+    items = [
+        work("queued", created_at=at(NOW + 3600)),  # an hour ahead
+        work("queued", created_at=at(NOW + 59)),  # within the skew: plausible
+        work("starting", created_at=at(NOW - 60), acknowledged_at=at(NOW - 70)),  # before created
+        work(
+            "active", acknowledged_at=at(NOW - 10), started_at=at(NOW - 20), latest_heartbeat_at=at(NOW + 600)
+        ),
+        work("stopped", started_at=at(NOW - 100), stop_requested_at=at(NOW - 50), stopped_at=at(NOW - 60)),
+        work("stopped", started_at=at(NOW - 100), stopped_at="9999-12-31T23:59:59.999999Z"),  # "never"
+        work("stopped", started_at=at(NOW - 100), stopped_at=at(NOW - 200)),  # before started
+    ]
+    respx.get(f"{API}/env_a/work").mock(return_value=httpx.Response(200, json=page(items)))
+    r = scrape("env_a")
+    implausible = {
+        field: value(r, "anthropic_work_implausible_timestamps", environment_id="env_a", field=field)
+        for field in (
+            "created_at",
+            "acknowledged_at",
+            "started_at",
+            "stop_requested_at",
+            "stopped_at",
+            "latest_heartbeat_at",
+        )
+    }
+    assert implausible == {
+        "created_at": 1,
+        "acknowledged_at": 1,
+        "started_at": 1,
+        "stop_requested_at": 0,
+        "stopped_at": 3,
+        "latest_heartbeat_at": 1,
+    }
+    assert value(r, "anthropic_work_items", environment_id="env_a", state="stopped") == 3  # still counted
+
+
+@respx.mock
 def test_unparseable_timestamps_leave_ages_but_not_counts():
     respx.get(f"{API}/env_a/work").mock(
         return_value=httpx.Response(

@@ -11,8 +11,8 @@ from conftest import NOW, page, rfc3339, work
 from fake_upstream import fake_upstream
 from upstream import running_exporter
 
-from exporter.config import parse_config
-from exporter.debug import Attention
+from exporter.aggregate import Aggregator
+from exporter.config import Thresholds, parse_config
 from exporter.models import WorkItem
 from exporter.web import load_web_config
 
@@ -27,8 +27,11 @@ def item(work_id: str, state: str, since: float, heartbeat: float | None = None,
     return WorkItem(work_id, state, events, heartbeat, (), (team,), f"sesn_{work_id}")
 
 
-def test_the_oldest_of_each_kind_are_kept_page_by_page_in_bounded_memory():
-    attention = Attention(2, ("team",))
+def test_the_oldest_of_each_kind_past_its_threshold_are_kept_page_by_page_and_counted_exactly():
+    thresholds = Thresholds(
+        queue_wait_seconds=150, stale_heartbeat_seconds=90, without_heartbeat_seconds=90, stopping_seconds=600
+    )
+    aggregator = Aggregator((60.0,), (60.0,), ("team",), thresholds=thresholds, attention_items=2)
     pages = [
         [item("q1", "queued", NOW - 100), item("a1", "active", NOW - 500, heartbeat=NOW - 95, team="x")],
         [
@@ -40,19 +43,24 @@ def test_the_oldest_of_each_kind_are_kept_page_by_page_in_bounded_memory():
         [
             item("s2", "starting", NOW - 30),
             item("s3", "starting", NOW - 700),
-            item("p1", "stopping", NOW, NOW - 91),
+            item("p1", "stopping", NOW - 601, NOW - 91),
+            item("p2", "stopping", NOW - 599, NOW - 10),
         ],
+        [item("q4", "queued", NOW - 400), item("q5", "queued", NOW - 151)],
     ]
     for items in pages:
-        attention.add_page(items, NOW)
-        assert all(len(heap) <= 2 for heap in attention._heaps.values())  # never more than asked for
-    assert [n.work_id for n in attention.oldest("queued")] == ["q2", "q3"]
+        aggregator.add_page(items, NOW)
+    attention = aggregator.summary().attention
+    assert all(len(heap) <= 2 for heap in attention._heaps.values())  # never more than asked for
+    # q1 waited 100 s, under the 150 s threshold: not listed, not counted
+    assert attention.counts == {"queued": 4, "stale_heartbeat": 3, "no_heartbeat": 2, "stuck_stopping": 1}
+    assert [n.work_id for n in attention.oldest("queued")] == ["q4", "q2"]
     assert [n.work_id for n in attention.oldest("stale_heartbeat")] == ["a3", "a1"]  # a2 beat 5 s ago
-    assert [n.work_id for n in attention.oldest("no_heartbeat")] == ["s3", "s1"]
+    assert [n.work_id for n in attention.oldest("no_heartbeat")] == ["s3", "s1"]  # s2: 30 s, in the lease
+    assert [n.work_id for n in attention.oldest("stuck_stopping")] == ["p1"]
     a3 = attention.oldest("stale_heartbeat")[0]
     assert a3.ages == (("heartbeat", 400.0), ("in state", 900.0)) and a3.session_id == "sesn_a3"
     assert attention.oldest("stale_heartbeat")[1].labels == (("team", "x"),)
-    assert attention.seen == 10
 
 
 def listing_pages(count: int, per_page: int):
@@ -92,29 +100,40 @@ def test_the_debug_page_shows_the_log_the_metrics_the_settings_and_the_oldest_it
     sections = [
         line for line in text.splitlines() if line.startswith("# ") and line[2:6] not in ("HELP", "TYPE")
     ]
-    assert [s.split(" (")[0].split(",")[0] for s in sections] == [
-        "# Listing of env_a",
+    assert [s.split(" (")[0].split(":")[0] for s in sections] == [
+        "# env_a",
+        "# Listing log",
         "# Metrics",
         "# Settings",
-        "# Work items that need attention",
     ]
-    log = text.split("# Metrics")[0]
-    assert "GET /v1/environments/env_a/work?limit=100 -> 200" in log
-    assert "GET /v1/environments/env_a/work?limit=100&page=2 -> 200" in log
-    assert "GET /v1/environments/env_a/work/stats -> 200" in log
-    assert "work: ok" in log and "stats: ok" in log
-    assert 'anthropic_work_items{environment_id="env_a",state="queued"} 250.0' in text
-    assert "credentials                      environment_key from env ANTHROPIC_ENVIRONMENT_KEY" in text
-    items = text.split("# Work items that need attention")[1]
-    queued = items.split("## Queued, waiting longest: 3 or more\n")[1].split("\n\n")[0].splitlines()
-    assert [line.split()[0] for line in queued] == ["work_00249", "work_00248", "work_00247"]  # oldest first
-    assert queued[0].startswith("work_00249  session sesn_00249  queued  waiting ")
+    summary = text.split("## Summary\n\n")[1].split("\n\n")[0].splitlines()
+    assert summary == [
+        "items: 253 (queued 250, starting 1, active 2, stopping 0, stopped 0)",
+        "Queued longer than 300 s: 250",
+        "Heartbeat older than 90 s: 1",
+        "Never heartbeated, in state longer than 90 s: 1",
+        "Stopping longer than 600 s: 0",
+    ]
+    items = text.split("# Listing log")[0]
+    queued = items.split("## Queued longer than 300 s: 250, the oldest 3 listed\n")[1].split("\n\n")[0]
+    queued_lines = queued.splitlines()
+    assert [line.split()[0] for line in queued_lines] == ["work_00249", "work_00248", "work_00247"]
+    assert queued_lines[0].startswith("work_00249  session sesn_00249  queued  waiting ")
     stale_line = items.split("## Heartbeat older than 90 s: 1\n")[1].splitlines()[0]
     assert (
         stale_line.startswith("work_stale  session sesn_stale  active  heartbeat ")
         and "team=search" in stale_line
     )
-    assert "## Never heartbeated: 1\nwork_mute  session sesn_mute  starting  in state " in items
+    never = "## Never heartbeated, in state longer than 90 s: 1\n"
+    assert never + "work_mute  session sesn_mute  starting  in state " in items
+    log = text.split("# Listing log")[1].split("# Metrics")[0]
+    assert "GET /v1/environments/env_a/work?limit=100 -> 200" in log
+    assert "GET /v1/environments/env_a/work?limit=100&page=2 -> 200" in log
+    assert "GET /v1/environments/env_a/work/stats -> 200" in log
+    assert "work: ok" in log and "stats: ok" in log
+    assert 'anthropic_work_items{environment_id="env_a",state="queued"} 250.0' in text
+    settings = dict(line.split(None, 1) for line in text.split("# Settings\n\n")[1].splitlines())
+    assert settings["credentials"] == "environment_key from env ANTHROPIC_ENVIRONMENT_KEY"
     assert KEY not in text and "work-secret-never-shown" not in text
 
 
@@ -136,14 +155,17 @@ def test_a_failing_listing_shows_why_on_the_debug_page_and_tries_no_retry_twice(
     assert 'anthropic_work_scrape_success{environment_id="env_a"} 0.0' in text
 
 
-@pytest.mark.parametrize("items", ["0", "1001", "-1", "x", "1e3", "20&debug_items=0"])
-def test_a_bad_debug_items_is_400_before_anything_is_listed(items):
+@pytest.mark.parametrize(
+    "items", ["0", "1001", "-1", "x", "1e3", "20&debug_items=0", "%C2%B2", "%E2%91%A0", "%D9%A3", " 3", "3 "]
+)
+def test_a_bad_debug_items_is_400_naming_it_before_anything_is_listed(items):
     with fake_upstream() as fake:
         fake.answer("/v1/environments/env_a/work", page([]))
         with running_exporter(config(fake)) as exporter:
             url = f"http://{exporter.address}/probe?environment_id=env_a&debug=true&debug_items={items}"
             response = httpx.get(url, timeout=30)
-    assert response.status_code == 400 and "debug_items must be a number from 1 to 1000" in response.text
+    assert response.status_code == 400
+    assert "debug_items must be a whole number from 1 to 1000, in ASCII digits" in response.text
     assert fake.requests == []
 
 

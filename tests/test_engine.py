@@ -15,7 +15,7 @@ import respx
 from conftest import NOW, page, run_virtual, work
 from engine_kit import API, HeldSource, config_for, running_engine, settle
 
-from exporter.engine import EngineCounters
+from exporter.engine import Busy, EngineCounters, Examined
 from exporter.sources import SourceFailed
 
 URL = f"{API}/env_a/work"
@@ -501,3 +501,90 @@ def test_an_error_that_echoes_the_key_is_logged_without_it(log_stream):
         "HTTP 401 authentication_error: invalid key [REDACTED]??[31mred (request-id req_[REDACTED])"
     )
     assert 'error="HTTP 401 authentication_error: invalid key [REDACTED]' in text
+
+
+# -- the debug page's listings ------------------------------------------------------------
+
+
+def test_debug_pages_join_the_listing_in_flight_without_extending_it_and_read_its_whole_log():
+    """40 debug pages for an environment a scrape is listing: one listing in all; each page gets the
+    requests made before it joined too; none holds the listing past the scrape's deadline."""
+    config = config_for("env_a")
+    entered = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        if "page" not in request.url.params:
+            return httpx.Response(200, json=page([work("queued", age=400)], next_page="p2"))
+        entered.set()
+        await asyncio.sleep(4)
+        return httpx.Response(200, json=page([work("queued", age=500)]))
+
+    async def go():
+        async with running_engine(config) as engine:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            scrape = asyncio.create_task(engine.scrape(config.environments, t0 + 5))
+            await entered.wait()
+            pages = [asyncio.create_task(engine.examine(config.environments[0], t0 + 60)) for _ in range(40)]
+            (scraped,) = await scrape
+            examined = await asyncio.gather(*pages)
+            return scraped, examined, loop.time() - t0
+
+    with respx.mock:
+        route = respx.get(URL).mock(side_effect=slow)
+        scraped, examined, took = run_virtual(go())
+    assert route.call_count == 2  # one listing of two pages, for the scrape and all 40 pages
+    assert scraped.success and took == 4.0
+    for seen in examined:
+        assert seen.joined and seen.result is scraped
+        assert [t.path for t in seen.tries] == [
+            "/v1/environments/env_a/work?limit=100",
+            "/v1/environments/env_a/work?limit=100&page=p2",
+        ]
+        assert seen.result.values["work"].attention.counts["queued"] == 2
+
+
+def test_debug_pages_list_in_a_pool_of_their_own_and_never_take_a_scrapes_slot():
+    """Every environment is stuck for debug pages (concurrency 2 for scrapes): 4 debug listings run,
+    16 wait, the rest are Busy at once; a scrape of the others meanwhile takes every slot it needs."""
+    source = HeldSource()
+    ids = [f"env_{n:02d}" for n in range(30)]
+    config = config_for(*ids, "env_x", "env_y", yaml="scrape: {concurrency: 2}\n")
+    *stuck, x, y = config.environments
+
+    async def go():
+        async with running_engine(config, [source]) as engine:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            pages = [asyncio.create_task(engine.examine(env, t0 + 10)) for env in stuck]
+            await settle()
+            source.release("env_x", "env_y")
+            scraped = await engine.scrape([x, y], t0 + 10)
+            took = loop.time() - t0
+            outcomes = await asyncio.gather(*pages, return_exceptions=True)
+            return scraped, outcomes, took
+
+    scraped, outcomes, took = run_virtual(go())
+    assert [r.success for r in scraped] == [True, True] and took == 0.0  # no debug page took their slots
+    busy = [o for o in outcomes if isinstance(o, Busy)]
+    listed = [o for o in outcomes if isinstance(o, Examined)]
+    assert (len(listed), len(busy)) == (4, 26)  # 4 ran to the deadline; 16 waited in vain, 10 refused
+    assert all(b.retry_after == 10.0 for b in busy)
+    assert all(o.result.failures["work"].reason == "deadline" for o in listed)
+    assert sorted(source.started) == sorted([*ids[:4], "env_x", "env_y"])
+
+
+def test_a_debug_pages_own_listing_changes_nothing_scrapes_are_served_or_counted():
+    source = HeldSource()
+    config = config_for("env_a")
+    counters = EngineCounters()
+    kept = []
+
+    async def go():
+        async with running_engine(config, [source], counters=counters, on_result=kept.append) as engine:
+            loop = asyncio.get_running_loop()
+            return await engine.examine(config.environments[0], loop.time() + 0.1)  # a client's short timeout
+
+    examined = run_virtual(go())
+    assert not examined.joined and examined.result.failures["work"].reason == "deadline"
+    assert kept == [] and counters.failures == {}  # not stored, not counted, not logged

@@ -67,9 +67,11 @@ class Api:
         return httpx.Response(200, json={"data": items, "next_page": str(n + 1) if more else None})
 
 
-def run(api: Api, starts: list[float], environments: Callable[[int], list[str]] | None = None):
+def run(
+    api: Api, starts: list[float], environments: Callable[[int], list[str]] | None = None, yaml: str = ""
+):
     """One scrape per start time; the registry after each, as /metrics would show it."""
-    config = config_for("env_a", "env_b", yaml="api: {max_retries: 0}\n")
+    config = config_for("env_a", "env_b", yaml=f"api: {{max_retries: 0}}\n{yaml}")
     ledger = FlowLedger()
     registries = []
 
@@ -288,6 +290,63 @@ def test_what_is_kept_between_listings_is_bounded_by_recent_transitions(listings
     _, ledger = run(api, [T + 3600 * n for n in range(listings)])
     mark = ledger.mark("env_a")
     assert mark is not None and len(mark.recent) == 100  # the last batch's 50 items x 2 events
+
+
+def test_a_timestamp_far_in_the_future_is_neither_counted_nor_remembered_until_it_is_no_longer():
+    """Stamped a day ahead (an upstream clock far ahead) and 9999 ("never"): more than the 60 s skew
+    ahead of the page is implausible. Nothing is counted or remembered for it; the day-ahead one is
+    counted once when that day comes."""
+    api = Api()
+    day = T + 86400
+
+    def listed() -> list[dict]:
+        return [
+            item("w1", created=T - 60, acknowledged=day),
+            item("w2", created=T - 60, acknowledged=T - 30, started=T - 20, stopped=253402300799.0),
+        ]
+
+    api.listings = [[(T, listed())], [(T + 600, listed())], [(day + 30, listed())], [(day + 90, listed())]]
+    registries, _ = run(api, [T, T + 600, day + 30, day + 90])
+    assert [counted(r, "acknowledged") for r in registries] == [0, 0, 1, 1]
+    assert [counted(r, "stopped") for r in registries] == [0, 0, 0, 0]
+    assert [observed(r, "run_duration") for r in registries] == [0, 0, 0, 0]
+    assert [observed(r, "queue_wait") for r in registries] == [0, 0, 1, 1]
+    assert [observed(r, "queue_wait", "sum") for r in registries] == [0, 0, 86460, 86460]
+
+
+def test_a_step_that_ends_before_it_began_counts_its_transition_and_observes_no_time():
+    """Acknowledged before created, started before acknowledged, stopped before started and before the
+    stop request: each transition once, no 0 s durations in the fastest buckets."""
+    api = Api()
+    odd = item("w1", created=T + 10, acknowledged=T + 5, started=T + 1, stop_requested=T + 30, stopped=T)
+    api.listings = [[(T - 3600, [item("w1", created=T - 7200)])], [(T + 60, [odd])], [(T + 120, [odd])]]
+    (_, second, third), _ = run(api, [T - 3600, T + 60, T + 120])
+    for registry in (second, third):
+        assert [counted(registry, e) for e in EVENTS] == [1, 1, 1, 1, 1]
+        for step in ("queue_wait", "start_duration", "run_duration", "stop_duration"):
+            assert observed(registry, step) == 0, step
+
+
+def test_what_is_remembered_is_capped_and_what_is_forgotten_is_counted():
+    """500 transitions inside the window, a cap of 100: the newest 100 remembered, 400 forgotten."""
+    api = Api()
+    batch = [item(f"w{n}", created=T + 600 - n * 0.01) for n in range(500)]
+    api.listings = [[(T, [])], [(T + 600, batch)]]
+    registries, ledger = run(api, [T, T + 600], yaml="scrape: {max_recent_transitions: 100}\n")
+    mark = ledger.mark("env_a")
+    assert mark is not None and len(mark.recent) == 100
+    assert set(mark.recent) == {(f"w{n}", 0) for n in range(100)}  # the newest
+    assert counted(registries[1], "created") == 500  # counted before anything was forgotten
+    forgotten = registries[1].get_sample_value(
+        "anthropic_work_transitions_forgotten_total", {"environment_id": "env_a"}
+    )
+    assert forgotten == 400
+    assert (
+        registries[0].get_sample_value(
+            "anthropic_work_transitions_forgotten_total", {"environment_id": "env_a"}
+        )
+        == 0
+    )
 
 
 def rendered(ledger: FlowLedger, fmt: str) -> str:

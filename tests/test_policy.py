@@ -154,12 +154,12 @@ def test_transitions_stay_exactly_once_in_background_mode():
         [
             httpx.Response(200, json=page([work("queued", id="w1")])),
             httpx.Response(
-                200, json=page([work("starting", id="w1", acknowledged_at="2026-11-22T12:30:00Z")])
+                200, json=page([work("starting", id="w1", acknowledged_at="2026-11-22T12:00:30Z")])
             ),
         ]
         + [
             httpx.Response(
-                200, json=page([work("starting", id="w1", acknowledged_at="2026-11-22T12:30:00Z")])
+                200, json=page([work("starting", id="w1", acknowledged_at="2026-11-22T12:00:30Z")])
             )
         ]
         * 5
@@ -196,7 +196,7 @@ class SlowSource:
     def credentials(self, env):
         return env.credentials
 
-    async def collect(self, env, fetch):
+    async def collect(self, env, fetch, attention=0):
         loop = asyncio.get_running_loop()
         self.started.append(loop.time() - 1000.0)
         self.overlapped |= self.running > 0

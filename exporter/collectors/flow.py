@@ -45,18 +45,21 @@ class FlowCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         families = _families()
         transitions = families.pop("transitions")
-        assert isinstance(transitions, CounterMetricFamily)
+        forgotten = families.pop("forgotten")
+        assert isinstance(transitions, CounterMetricFamily) and isinstance(forgotten, CounterMetricFamily)
         for env_id in self.environment_ids:
             totals = self.ledger.totals(env_id)
             if totals is None:  # not listed successfully yet: no counters to start from
                 continue
             for event, count in totals.transitions.items():
                 transitions.add_metric([env_id, event], count)
+            forgotten.add_metric([env_id], self.ledger.forgotten.get(env_id, 0))
             for name, dist in totals.steps.items():
                 histogram = families[name]
                 assert isinstance(histogram, HistogramMetricFamily)
                 histogram.add_metric([env_id], _buckets(dist), dist.total)
         yield transitions
+        yield forgotten
         yield from families.values()
 
 
@@ -88,7 +91,13 @@ def _families() -> dict[str, Metric]:
             "Work items that reached `event` (created, acknowledged, started, stop_requested, stopped), "
             "counted once each from the timestamps the API reports.",
             labels=[ENV, "event"],
-        )
+        ),
+        "forgotten": CounterMetricFamily(
+            "anthropic_work_transitions_forgotten",
+            "Transitions the exporter stopped remembering because more than scrape.max_recent_transitions "
+            "were recent at once; a forgotten one may be counted again if its item is listed again.",
+            labels=[ENV],
+        ),
     }
     for name in STEPS:
         out[name] = HistogramMetricFamily(f"anthropic_work_{name}_seconds", HELP[name], labels=[ENV])

@@ -48,6 +48,8 @@ class WorkCollector(Collector):
                 _add_distribution(f.state_age, f.state_age_max, [env_id, state], dist)
             for field, count in summary.unparseable.items():
                 f.unparseable.add_metric([env_id, field], count)
+            for field, count in summary.implausible.items():
+                f.implausible.add_metric([env_id, field], count)
             for (key, value, state), count in sorted(summary.by_metadata.items()):
                 f.by_metadata.add_metric([env_id, state, key, value], count)
         yield from f.all()
@@ -106,6 +108,13 @@ class _Families:
             "(left out of the ages, still counted per state).",
             labels=[ENV, "field"],
         )
+        self.implausible = GaugeMetricFamily(
+            "anthropic_work_implausible_timestamps",
+            "Items in this listing whose timestamp field lies more than scrape.clock_skew_seconds ahead of "
+            "the page's arrival, or before the timestamp its step starts from (acknowledged before "
+            "created, stopped before started, ...); they observe no duration and no future transition.",
+            labels=[ENV, "field"],
+        )
 
     def all(self) -> list[Metric]:
         return [
@@ -118,6 +127,7 @@ class _Families:
             self.state_age_max,
             self.by_metadata,
             self.unparseable,
+            self.implausible,
         ]
 
 

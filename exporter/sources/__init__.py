@@ -40,4 +40,6 @@ class Source(Protocol[T_co]):
     def credentials(self, env: Environment) -> Credentials:
         """The credentials this endpoint is asked with, for `env`."""
 
-    async def collect(self, env: Environment, fetch: Fetch) -> T_co: ...
+    async def collect(self, env: Environment, fetch: Fetch, attention: int) -> T_co:
+        """The result for `env`; `attention`: how many items of each kind needing attention to keep
+        (more for a debug page of its own), for the sources that list items."""

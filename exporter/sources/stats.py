@@ -27,7 +27,7 @@ class StatsSource:
     def credentials(self, env: Environment) -> Credentials:
         return env.stats_credentials or env.credentials
 
-    async def collect(self, env: Environment, fetch: Fetch) -> StatsResult:
+    async def collect(self, env: Environment, fetch: Fetch, attention: int = 0) -> StatsResult:
         body = await fetch(stats_path(env.id), {})
         arrived = self.wall_clock()
         try:

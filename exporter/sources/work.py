@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from ..aggregate import OTHER, Aggregator, WorkSummary
-from ..config import BreakdownConfig, BucketConfig, Config, Credentials, Environment
+from ..aggregate import ATTENTION_ITEMS, OTHER, Aggregator, WorkSummary
+from ..config import BreakdownConfig, BucketConfig, Config, Credentials, Environment, Thresholds
 from ..flow import FlowFold, FlowLedger
-from ..models import UpstreamFormatError, WorkItem, page_params, parse_work_page, work_path
+from ..models import UpstreamFormatError, page_params, parse_work_page, work_path
 from . import Fetch, SourceFailed, WallClock
 
 log = logging.getLogger("exporter.sources.work")
@@ -37,6 +37,9 @@ class WorkSource:
         ledger: FlowLedger,
         clock_skew: float,
         wall_clock: WallClock,
+        *,
+        thresholds: Thresholds | None = None,
+        max_recent_transitions: int = 50_000,
     ):
         self.page_size = page_size
         self.max_pages = max_pages
@@ -45,6 +48,8 @@ class WorkSource:
         self.ledger = ledger
         self.clock_skew = clock_skew
         self.wall_clock = wall_clock
+        self.thresholds = thresholds or Thresholds()
+        self.max_recent_transitions = max_recent_transitions
         self.flow_buckets: dict[str, Sequence[float]] = {
             "queue_wait": buckets.queue_wait_seconds,
             "start_duration": buckets.start_duration_seconds,
@@ -63,15 +68,15 @@ class WorkSource:
             ledger,
             config.scrape.clock_skew_seconds,
             wall_clock,
+            thresholds=config.thresholds,
+            max_recent_transitions=config.scrape.max_recent_transitions,
         )
 
     def credentials(self, env: Environment) -> Credentials:
         return env.credentials
 
-    async def collect(
-        self, env: Environment, fetch: Fetch, on_page: Callable[[list[WorkItem], float], None] | None = None
-    ) -> WorkSummary:
-        """Every page folded as it arrives; `on_page` sees each page's items too (the debug page)."""
+    async def collect(self, env: Environment, fetch: Fetch, attention: int = ATTENTION_ITEMS) -> WorkSummary:
+        """Every page folded as it arrives; `attention` items of each kind that needs it are kept."""
         path = work_path(env.id)
         keys = self.breakdown.metadata_keys
         aggregator = Aggregator(
@@ -79,8 +84,17 @@ class WorkSource:
             self.buckets.state_age_seconds,
             keys,
             self.breakdown.max_values,
+            thresholds=self.thresholds,
+            attention_items=attention,
+            clock_skew=self.clock_skew,
         )
-        flow = FlowFold(self.ledger.mark(env.id), self.wall_clock(), self.clock_skew, self.flow_buckets)
+        flow = FlowFold(
+            self.ledger.mark(env.id),
+            self.wall_clock(),
+            self.clock_skew,
+            self.flow_buckets,
+            self.max_recent_transitions,
+        )
         repeats = RepeatGuard()
         cursor: str | None = None
         for _ in range(self.max_pages):
@@ -92,9 +106,7 @@ class WorkSource:
                 raise SourceFailed("invalid_response", f"HTTP 200 but not a work listing: {exc}") from None
             del body
             aggregator.add_page(page.items, arrived)
-            flow.add(page.items)
-            if on_page is not None:
-                on_page(page.items, arrived)
+            flow.add(page.items, arrived)
             if page.next_page is None:
                 break
             if repeats.seen(page.next_page):
