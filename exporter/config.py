@@ -131,6 +131,15 @@ class Credentials:
 NO_CREDENTIALS = Credentials("none", Secret(""), "no key")
 
 
+def missing_key(credentials: Credentials) -> str | None:
+    """Why these credentials have no key to send now (reason no_credentials), or None when they have."""
+    if credentials.type == NO_CREDENTIALS.type:
+        return credentials.source
+    if isinstance(credentials.value, FileSecret) and credentials.value.problem is not None:
+        return credentials.value.problem  # the key file changed into something that is no key
+    return None
+
+
 @dataclass(frozen=True)
 class Environment:
     id: str
@@ -241,7 +250,7 @@ class Config:
         return used
 
     def secrets(self) -> list[str]:
-        """Every configured key, so that log lines can be scrubbed of them."""
+        """Every configured key as it is now (a key file's current one), so that logs can be scrubbed."""
         keys = [env.credentials.value.reveal() for env in self.environments]
         keys += [e.stats_credentials.value.reveal() for e in self.environments if e.stats_credentials]
         for extra in (self.discovery.credentials if self.discovery else None, self.stats_credentials):

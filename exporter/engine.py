@@ -49,7 +49,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from .aggregate import ATTENTION_ITEMS
-from .config import NO_CREDENTIALS, Credentials, Environment
+from .config import Environment, missing_key
 from .failures import Failure, FailureLog
 from .isolation import internal_failure
 from .pace import Pace
@@ -256,30 +256,32 @@ class Engine:
 
     def _start(self, env: Environment, deadline: float) -> _Listing | EnvironmentResult:
         try:
-            if all(source.credentials(env).type == NO_CREDENTIALS.type for source in self.sources):
-                return self._without_credentials(env)
+            why = [missing_key(source.credentials(env)) for source in self.sources]
+            if all(why):
+                return self._without_credentials(env, str(why[0]))
             return self._join(env, deadline)
         except Exception as exc:  # our own bug: this environment's failure, never the scrape's
             result = self._failed_everywhere(env, exc)
             self._record(result, ran=False)
             return result
 
-    def _without_credentials(self, env: Environment) -> EnvironmentResult:
+    def _without_credentials(self, env: Environment, why: str) -> EnvironmentResult:
+        failures = self._keyless_failures(why)
         cached = self._keyless.get(env.id)
-        if cached is None or cached.environment != env:
+        if cached is None or cached.environment != env or cached.failures is not failures:
             cached = self._keyless[env.id] = EnvironmentResult(
-                env, 0.0, self.wall_clock(), NO_VALUES, self._keyless_failures(env.credentials)
+                env, 0.0, self.wall_clock(), NO_VALUES, failures
             )
         self._record(cached, ran=False)
         return cached
 
-    def _keyless_failures(self, credentials: Credentials) -> Mapping[str, Failure]:
+    def _keyless_failures(self, why: str) -> Mapping[str, Failure]:
         """The same failures for every environment without a key for the same reason: 20,000
         environments then hold 20,000 results, not 60,000 objects for the collector to walk."""
-        shared = self._keyless_why.get(credentials.source)
+        shared = self._keyless_why.get(why)
         if shared is None:
-            failure = Failure("no_credentials", f"no key for this environment: {credentials.source}")
-            shared = self._keyless_why[credentials.source] = dict.fromkeys(self.names, failure)
+            failure = Failure("no_credentials", f"no key for this environment: {why}")
+            shared = self._keyless_why[why] = dict.fromkeys(self.names, failure)
         return shared
 
     def _outcome(
@@ -434,8 +436,9 @@ class Engine:
         credentials = source.credentials(env)
 
         async def fetch(path: str, params: Mapping[str, str | int]) -> bytes:
-            if credentials.type == NO_CREDENTIALS.type:
-                raise SourceFailed("no_credentials", f"no key for this environment: {credentials.source}")
+            why = missing_key(credentials)
+            if why is not None:
+                raise SourceFailed("no_credentials", f"no key for this environment: {why}")
             return await self.requests.get(
                 path,
                 params,

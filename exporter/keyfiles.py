@@ -1,15 +1,24 @@
 """Keys as they enter from files: a `value_file`, or the discovery keys directory.
 
-A key goes into an HTTP header, so it is checked where it is read: at most
-`MAX_KEY_BYTES` bytes are read (a 1 GB file costs no more than a small one),
-and what is in them must be printable ASCII with no spaces inside. In the keys
-directory only regular files inside it count, or symlinks that resolve inside it
-(a mounted Kubernetes Secret is `name -> ..data/name`, `..data -> ..2026_…`); a
-file that resolves anywhere else is refused, so a link cannot send the content of
+A key goes into an HTTP header, so it is checked where it is read:
+
+- only a regular file is read, and it is opened without blocking (`O_NONBLOCK`, then
+  `fstat`): a FIFO, socket, device or directory where a key should be is refused at
+  once, never waited on, so no key read can hang a reload or the key watcher;
+- at most `MAX_KEY_BYTES` bytes are read (a 1 GB file costs no more than a small one);
+- what is in them must look like a key: at least `MIN_KEY_LENGTH` printable ASCII
+  characters with no whitespace inside and no byte-order mark (surrounding whitespace,
+  a trailing newline say, is dropped). A file caught half-written (`e`) is refused,
+  not used as a key, and so never reaches the redactor either.
+
+In the keys directory only regular files inside it count, or symlinks that resolve
+inside it (a mounted Kubernetes Secret is `name -> ..data/name`, `..data -> ..2026_…`);
+a file that resolves anywhere else is refused, so a link cannot send the content of
 another file upstream as a key.
 
 `Secret` keeps a key out of every repr, log line and traceback; a `FileSecret`'s
-value is replaced when its file changes on disk (`targets.KeyWatcher` looks).
+value is replaced when its file changes on disk (`targets.KeyWatcher` looks), and
+while the file holds no usable key it has none (`problem` says why).
 Only the standard library: the config loader uses this too.
 """
 
@@ -21,7 +30,9 @@ import stat
 from pathlib import Path
 
 MAX_KEY_BYTES = 4096
+MIN_KEY_LENGTH = 16  # real keys are about 100 characters; fewer is a file caught half-written
 _PRINTABLE_TOKEN = re.compile(r"[!-~]+")
+_BOM = b"\xef\xbb\xbf"
 
 
 class KeyProblem(Exception):
@@ -52,16 +63,23 @@ class Secret:
 
 
 class FileSecret(Secret):
-    """A key read from `path`, replaced in place when the file changes (equal only to itself)."""
+    """A key read from `path`, replaced in place when the file changes (equal only to itself).
 
-    __slots__ = ("path",)
+    While the file holds no usable key, `problem` says why and there is no key at all."""
+
+    __slots__ = ("path", "problem")
 
     def __init__(self, value: str, path: Path):
         super().__init__(value)
         self.path = path
+        self.problem: str | None = None
 
     def update(self, value: str) -> None:
-        self._value = value
+        self._value, self.problem = value, None
+
+    def spoil(self, problem: str) -> None:
+        """The file no longer holds a usable key: no key until it does."""
+        self._value, self.problem = "", problem
 
     def __eq__(self, other: object) -> bool:
         return other is self
@@ -76,20 +94,51 @@ def usable_key(value: str) -> bool:
 
 
 def read_key_file(path: Path) -> str:
-    """The key in `path`, surrounding whitespace removed; KeyProblem when it cannot be used."""
+    """The key in `path`, surrounding whitespace removed; KeyProblem when it cannot be used.
+
+    Never blocks: anything but a regular file is refused before it is opened (and again after,
+    in case it was swapped in between), and the open itself is O_NONBLOCK."""
+    not_a_file = KeyProblem(f"{path} is not a regular file (a FIFO, socket, device or directory): not a key")
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_KEY_BYTES + 1)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise not_a_file
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
     except OSError as exc:
         raise KeyProblem(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise not_a_file
+        data = _read(fd, MAX_KEY_BYTES + 1)
+    except OSError as exc:
+        raise KeyProblem(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    finally:
+        os.close(fd)
     if len(data) > MAX_KEY_BYTES:
         raise KeyProblem(f"{path} is larger than {MAX_KEY_BYTES} bytes: not a key")
+    if data.startswith(_BOM):
+        raise KeyProblem(f"{path} starts with a byte-order mark: save it as plain ASCII")
     key = data.decode("ascii", errors="replace").strip()
     if not key:
         raise KeyProblem(f"{path} is empty")
     if not usable_key(key):
         raise KeyProblem(f"the key in {path} is not usable: it must be printable ASCII with no spaces inside")
+    if len(key) < MIN_KEY_LENGTH:
+        raise KeyProblem(
+            f"{path} holds {len(key)} characters, fewer than a key's {MIN_KEY_LENGTH}: "
+            "written only in part, or not a key"
+        )
     return key
+
+
+def _read(fd: int, limit: int) -> bytes:
+    parts, size = [], 0
+    while size < limit:
+        chunk = os.read(fd, limit - size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
 
 
 def stamp(path: Path) -> tuple[int, int, int] | None:

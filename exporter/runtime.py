@@ -34,6 +34,7 @@ from .web import WebConfig
 from .wiring import Served
 
 log = logging.getLogger("exporter.reload")
+LOAD_SECONDS = 30.0  # reading both files; key files never block (keyfiles), a hung file system might
 
 
 Load = Callable[[], tuple[Config, WebConfig | None]]
@@ -119,7 +120,9 @@ class Reloader:
         async with self._lock:
             served: Served | None = None
             try:
-                config, web = await asyncio.to_thread(self._load)
+                # A file that cannot be read in time (a hung file system) refuses the reload; the
+                # thread is left to end, and the reloads after this one are not held up by it.
+                config, web = await asyncio.wait_for(asyncio.to_thread(self._load), LOAD_SECONDS)
                 old_tls = self.current.web is not None and self.current.web.ssl_context is not None
                 new_tls = web is not None and web.ssl_context is not None
                 if old_tls != new_tls:
@@ -128,6 +131,9 @@ class Reloader:
                 await served.start()
             except ConfigError as exc:
                 return await self._refuse(exc.problems, served)
+            except TimeoutError:
+                problem = f"the config files could not be read within {LOAD_SECONDS:g}s"
+                return await self._refuse([problem], served)
             except Exception as exc:  # whatever does not build refuses the reload whole, never a 500
                 log.exception("reload could not build the new config")
                 problem = self.clean(f"the new config could not be applied: {type(exc).__name__}: {exc}")

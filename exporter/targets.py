@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from .config import NO_CREDENTIALS, Config, Credentials, Environment
 from .isolation import Boundary
@@ -36,6 +37,7 @@ from .shard import Shard
 from .timer import Timer
 
 log = logging.getLogger("exporter.targets")
+T = TypeVar("T")
 
 KEYS_RECHECK_SECONDS = 2.0  # how often key files are looked at for changes
 
@@ -130,19 +132,25 @@ class Targets:
 
 
 class KeyWatcher(Timer):
-    """Reads key files again when they change on disk; one per config generation."""
+    """Reads key files again when they change on disk; one per config generation.
+
+    Every read is off the event loop, never blocks (`keyfiles.read_key_file`), and is
+    given up after `KEY_READ_SECONDS` all the same (a file system that hangs): the watcher
+    goes on, and a file fixed later is read at the next look.
+    """
 
     def __init__(
         self,
         config: Config,
         store: KeyStore,
-        on_key: Callable[[str], None],
+        hold: Callable[[Hashable, Iterable[str]], None],
         on_change: Callable[[], Awaitable[object]],
         interval: float = KEYS_RECHECK_SECONDS,
     ):
+        self.config = config
         self.directory = config.discovery.environment_keys_dir if config.discovery else None
         self.store = store
-        self.on_key = on_key  # every key read, so that logs can be scrubbed of it
+        self.hold = hold  # the keys in use, by holder: logs are scrubbed of them, and of no others
         self.on_change = on_change  # the directory's keys changed: merge them in
         self.interval = interval
         users: dict[int, tuple[FileSecret, list[str]]] = {}
@@ -155,16 +163,25 @@ class KeyWatcher(Timer):
 
     async def start(self) -> None:
         """Read the keys directory (if it changed since the last generation), then watch."""
+        self.hold(self, self.config.secrets())
         for secret, _ in self._files:
-            self._stamps[id(secret)] = await asyncio.to_thread(stamp, secret.path)
+            self._stamps[id(secret)] = await _off_loop(stamp, secret.path)
         await self._check_directory()
         self._run(self._watch(), "key watcher")
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        self.hold(self, ())  # this generation's keys are no longer in use (unless the next one's)
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
             try:
                 await self.check()
+            except TimeoutError:  # a file system that hangs: tried again at the next look
+                log.warning(
+                    "reading key files took too long; trying again", extra={"within": KEY_READ_SECONDS}
+                )
             except Exception:  # our own bug: logged, and the watching goes on
                 log.exception("checking key files failed")
 
@@ -173,39 +190,46 @@ class KeyWatcher(Timer):
         await self._check_directory()
 
     async def _check_files(self) -> None:
+        changed = False
         for secret, users in self._files:
-            now = await asyncio.to_thread(stamp, secret.path)
+            now = await _off_loop(stamp, secret.path)
             if now == self._stamps.get(id(secret)):
                 continue
-            self._stamps[id(secret)] = now
             try:
-                key = await asyncio.to_thread(read_key_file, secret.path)
+                key = await _off_loop(read_key_file, secret.path)
             except KeyProblem as exc:
-                log.warning(
-                    "key file changed and cannot be used; the key read before stays",
-                    extra={"used_by": ",".join(users), "error": str(exc)},
-                )
-                continue
-            if key != secret.reveal():
-                self.on_key(key)
-                secret.update(key)
-                log.info("key changed", extra={"used_by": ",".join(users), "file": str(secret.path)})
+                if secret.problem != str(exc):
+                    secret.spoil(str(exc))
+                    changed = True
+                    log.warning(
+                        "key file changed and holds no usable key; its environments report no_credentials "
+                        "until it is fixed",
+                        extra={"used_by": ",".join(users), "error": str(exc)},
+                    )
+            else:
+                if key != secret.reveal() or secret.problem is not None:
+                    secret.update(key)
+                    changed = True
+                    log.info("key changed", extra={"used_by": ",".join(users), "file": str(secret.path)})
+            self._stamps[id(secret)] = now  # read whatever came of it: not again until it changes
+        if changed:
+            self.hold(self, self.config.secrets())
 
     async def _check_directory(self) -> None:
         directory, store = self.directory, self.store
         if directory is None:
             return
-        now = await asyncio.to_thread(stamp_dir, directory)
+        now = await _off_loop(stamp_dir, directory)
         if store.directory == directory and now == store.stamp:
             return
-        found = await asyncio.to_thread(read_keys_dir, directory)
+        found = await _off_loop(read_keys_dir, directory)
         keys: dict[str, Credentials] = {}
         for name, key in found.items():
             if isinstance(key, KeyProblem):
                 keys[name] = Credentials(NO_CREDENTIALS.type, NO_CREDENTIALS.value, str(key))
             else:
-                self.on_key(key)
                 keys[name] = Credentials("environment_key", Secret(key), f"file {directory / name}")
+        self.hold(KEYS_DIRECTORY, [c.value.reveal() for c in keys.values()])
         if store.directory == directory:  # a change: say whose key it was, never the key
             for env_id in sorted(set(keys) | set(store.keys)):
                 before, after = store.keys.get(env_id), keys.get(env_id)
@@ -218,3 +242,12 @@ class KeyWatcher(Timer):
         store.directory, store.stamp, store.keys = directory, now, keys
         store.generation += 1
         await self.on_change()
+
+
+KEYS_DIRECTORY = "keys directory"  # the redactor's holder of the keys read from it
+KEY_READ_SECONDS = 10.0  # a key read that takes longer is given up
+
+
+async def _off_loop(fn: Callable[[Path], T], path: Path) -> T:
+    """`fn(path)` in a thread, given up after KEY_READ_SECONDS (TimeoutError): the thread is left to end."""
+    return await asyncio.wait_for(asyncio.to_thread(fn, path), KEY_READ_SECONDS)

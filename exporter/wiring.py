@@ -116,8 +116,6 @@ def build(config: Config, lasting: Lasting, shard: Shard) -> Served:
     def connection_pool() -> httpx.AsyncBaseTransport:  # one per environment: a request or two at a time
         return lasting.transport(lasting.upstream_tls)
 
-    for key in config.secrets():
-        lasting.redactor.add(key)
     lasting.budget.configure(config.api.max_requests_per_second)
     requests = RetryingGet(
         config.api,
@@ -145,7 +143,7 @@ def build(config: Config, lasting: Lasting, shard: Shard) -> Served:
             lasting.forget_all_but(watched)
             engine.forget_all_but(watched)
 
-    watcher = KeyWatcher(config, lasting.keys, lasting.redactor.add, changed)
+    watcher = KeyWatcher(config, lasting.keys, lasting.redactor.hold, changed)
     discovery = (
         Discovery(config.discovery, requests, lasting.discovered, lasting.redactor, changed)
         if config.discovery is not None

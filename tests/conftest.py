@@ -112,7 +112,8 @@ class FakeClock:
 
 
 class _VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
-    """Polls real file descriptors without blocking; waiting for a timer advances the loop's clock."""
+    """Polls real file descriptors without blocking; waiting for a timer advances the loop's clock,
+    unless work runs in a thread: then it waits for real, as a thread's work takes no virtual time."""
 
     def __init__(self, loop: VirtualTimeLoop):
         super().__init__()
@@ -122,8 +123,8 @@ class _VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-ty
         events = super().select(0)
         if events:
             return events
-        if timeout is None:  # nothing scheduled: only another thread can wake us, so wait for real
-            return super().select(0.05)
+        if timeout is None or self.loop.threads:  # only another thread can wake us: wait for real
+            return super().select(0.05 if timeout is None else min(timeout, 0.05))
         self.loop.virtual_now += timeout
         return []
 
@@ -132,15 +133,28 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An event loop whose clock moves only when every task is waiting for time.
 
     `asyncio.sleep(30)`, timeouts and deadlines then take no real time and happen in
-    exactly the order their virtual instants say, however loaded the machine is.
+    exactly the order their virtual instants say, however loaded the machine is. Work
+    sent to a thread (`asyncio.to_thread`) takes no virtual time: the clock stands still
+    until it is done, so a timeout around it never fires because the machine is slow.
     """
 
     def __init__(self, start: float = 1000.0):
         self.virtual_now = start
+        self.threads = 0  # executor jobs not done yet
         super().__init__(_VirtualSelector(self))
 
     def time(self) -> float:
         return self.virtual_now
+
+    def run_in_executor(self, executor, func, *args):  # type: ignore[no-untyped-def]
+        future = super().run_in_executor(executor, func, *args)
+        self.threads += 1
+
+        def done(_: object) -> None:
+            self.threads -= 1
+
+        future.add_done_callback(done)
+        return future
 
 
 @pytest.fixture

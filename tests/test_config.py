@@ -41,7 +41,7 @@ def test_environment_key_wins_over_api_key_when_both_are_set():
 
 
 def test_global_credentials_and_per_environment_override(tmp_path):
-    (tmp_path / "key").write_text("file-key\n")
+    (tmp_path / "key").write_text("file-key-0123456789\n")
     config = parse_config(
         textwrap.dedent("""\
         api:
@@ -57,7 +57,7 @@ def test_global_credentials_and_per_environment_override(tmp_path):
     )
     a, b = config.environments
     assert (a.credentials.type, a.credentials.value.reveal()) == ("api_key", "shared-key")
-    assert (b.credentials.type, b.credentials.value.reveal()) == ("environment_key", "file-key")
+    assert (b.credentials.type, b.credentials.value.reveal()) == ("environment_key", "file-key-0123456789")
     assert b.name == "prod"
 
 
