@@ -4,6 +4,12 @@
 environment_id=env_01 reason=http_401 error="HTTP 401 authentication_error: invalid key"
 
 Fields passed with `extra=` become key=value pairs after the message.
+
+Whatever a value holds (an environment name from discovery, an upstream message, a
+traceback), a line stays one line that says only what it says: every control character
+(C0, DEL, C1, U+2028 and U+2029, and the bidirectional overrides that reorder what a
+terminal shows) is escaped, in logfmt as in JSON. logfmt values use JSON's string escapes
+(`\\n`, `\\"`, `\\u001b`), so a quoted logfmt value reads back with any JSON parser.
 """
 
 from __future__ import annotations
@@ -44,14 +50,35 @@ class LogfmtFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(_fields(record), default=str)
+        # ensure_ascii escapes C0, C1 and U+2028/2029 (all non-ASCII); DEL is ASCII, and only ever
+        # inside a string here, where its escape means the same.
+        return json.dumps(_fields(record), default=str).replace("\x7f", "\\u007f")
+
+
+_CONTROL = [
+    *range(0x20),
+    0x7F,
+    *range(0x80, 0xA0),
+    0x2028,
+    0x2029,
+    *range(0x202A, 0x202F),
+    *range(0x2066, 0x206A),
+]
+_ESCAPES = {c: f"\\u{c:04x}" for c in _CONTROL} | {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+    ord('"'): '\\"',
+    ord("\\"): "\\\\",
+}
+_NEEDS_QUOTES = frozenset(" =") | {chr(c) for c in _ESCAPES}
 
 
 def _logfmt_value(value: object) -> str:
     text = str(value)
-    if text and not any(c in text for c in ' ="\\\n\t'):
+    if text and _NEEDS_QUOTES.isdisjoint(text):
         return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return '"' + text.translate(_ESCAPES) + '"'
 
 
 def setup_logging(level: str, fmt: str, stream=None) -> None:

@@ -477,7 +477,13 @@ def parse_environments_page(body: bytes) -> EnvironmentsPage:
         assert isinstance(env_id, str)
         config = raw.get("config")
         name = raw.get("name")
-        usable_name = name[:MAX_LABEL_LENGTH] if isinstance(name, str) and name and is_text(name) else None
+        # A display name goes into logs and labels: printable text only (no control, format or
+        # separator characters, which could forge a log line or a terminal's view), else the id.
+        usable_name = (
+            name[:MAX_LABEL_LENGTH]
+            if isinstance(name, str) and name.isprintable() and is_text(name)
+            else None
+        )
         out.append(
             ListedEnvironment(
                 env_id,

@@ -74,6 +74,7 @@ class Lasting:
         self.ledger.forget_all_but(environment_ids)
         self.exposition.forget_all_but(environment_ids)
         self.counters.forget_all_but(environment_ids)
+        self.failures.forget_all_but(environment_ids)
 
     def keep(self, result: EnvironmentResult) -> None:
         """A listing's result as it ends: stored, and rendered ahead of the next scrape.

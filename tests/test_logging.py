@@ -9,6 +9,8 @@ import time
 
 import pytest
 from conftest import FakeClock
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from exporter.config import Credentials, Environment, Secret
 from exporter.failures import Failure, FailureLog
@@ -53,31 +55,53 @@ def test_level_filters(log_stream):
     assert lines(log_stream) == []
 
 
-def test_repeated_failures_are_logged_once_per_interval_with_a_count(log_stream):
+def test_a_failure_episode_is_one_line_and_its_recovery_one_more_with_the_reasons_summarised(log_stream):
+    """A flapping failure (500, 502, 503 in turn, for ten minutes): one line when it starts, none while
+    it flaps, one when it recovers, counting what was seen."""
     clock = FakeClock()
-    failures = FailureLog(repeat_seconds=300, clock=clock)
-    unauthorized = Failure("http_401", "HTTP 401 authentication_error: no")
-    for _ in range(5):
-        failures.failed(ENV, "work", unauthorized)
-        clock.now += 30
+    failures = FailureLog(quiet_seconds=300, clock=clock)
+    for n in range(60):
+        status = (500, 502, 503)[n % 3]
+        failures.failed(ENV, "work", Failure(f"http_{status}", f"HTTP {status} api_error: down"))
+        clock.now += 10
     assert len(lines(log_stream)) == 1
-    clock.now += 200  # 350 s after the first line
-    failures.failed(ENV, "work", unauthorized)
-    assert len(lines(log_stream)) == 2
-    assert "repeated=4" in lines(log_stream)[1]
+    failures.succeeded(ENV, "work")
+    failures.succeeded(ENV, "work")  # no episode to end: nothing
+    first, recovered = lines(log_stream)
+    assert 'msg="listing work failed"' in first and "reason=http_500" in first
+    assert 'msg="listing work recovered"' in recovered and "environment_id=env_a" in recovered
+    assert "failures=60 reasons=http_500:20,http_502:20,http_503:20 failing_seconds=600.0" in recovered
 
 
-def test_a_new_kind_of_failure_is_logged_at_once_and_recovery_once(log_stream):
+def test_an_episode_of_a_step_that_never_succeeds_ends_after_a_quiet_interval(log_stream):
     clock = FakeClock()
-    failures = FailureLog(repeat_seconds=300, clock=clock)
-    failures.failed(ENV, "work", Failure("http_401", "a"))
-    failures.failed(ENV, "work", Failure("timeout", "b"))
-    failures.succeeded(ENV, "work")
-    failures.succeeded(ENV, "work")
+    failures = FailureLog(quiet_seconds=300, clock=clock)
+    failures.failed(ENV, "render", Failure("internal", "KeyError: 'x'", "Traceback ..."))
+    clock.now += 299
+    failures.failed(ENV, "render", Failure("internal", "KeyError: 'x'", "Traceback ..."))
+    assert len(lines(log_stream)) == 1
+    clock.now += 301  # quiet for longer than 300 s: a new episode
+    failures.failed(ENV, "render", Failure("internal", "KeyError: 'x'", "Traceback ..."))
+    assert len(lines(log_stream)) == 2
+
+
+def test_our_own_bug_inside_an_episode_still_logs_its_traceback_once(log_stream):
+    failures = FailureLog(clock=FakeClock())
+    failures.failed(ENV, "work", Failure("http_503", "HTTP 503"))
+    failures.failed(ENV, "work", Failure("internal", "KeyError: 'x'", "Traceback: one"))
+    failures.failed(ENV, "work", Failure("internal", "KeyError: 'x'", "Traceback: two"))
     out = lines(log_stream)
-    assert len(out) == 3
-    assert "reason=http_401" in out[0] and "reason=timeout" in out[1]
-    assert 'msg="listing work recovered"' in out[2] and "environment_id=env_a" in out[2]
+    assert len(out) == 2 and "reason=http_503" in out[0]
+    assert 'traceback="Traceback: one"' in out[1]
+
+
+def test_sources_have_episodes_of_their_own(log_stream):
+    """A stats 403 that lasts never hides a listing failure that starts later."""
+    failures = FailureLog(clock=FakeClock())
+    failures.failed(ENV, "stats", Failure("http_403", "HTTP 403"))
+    failures.failed(ENV, "work", Failure("http_401", "HTTP 401"))
+    out = lines(log_stream)
+    assert len(out) == 2 and "source=stats" in out[0] and "source=work" in out[1]
 
 
 def test_a_traceback_is_one_logfmt_line(log_stream):
@@ -127,3 +151,34 @@ def test_redaction_costs_time_linear_in_the_text_whatever_the_keys():
     redacted = redactor.redact(text)
     assert time.perf_counter() - started < 5  # about 0.5 s here; quadratic would be hours
     assert redacted.endswith("[REDACTED]") and keys[12_345] not in redacted
+
+
+CONTROL = [chr(c) for c in (*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029, 0x202E, 0x2066)]
+
+
+def log_line(fmt: str, value: str) -> str:
+    stream = io.StringIO()
+    setup_logging("info", fmt, stream)
+    try:
+        logging.getLogger("exporter.test").warning(value, extra={"error": value})
+    finally:
+        logging.getLogger().handlers.clear()
+    return stream.getvalue()
+
+
+@given(st.text(st.characters(exclude_categories=("Cs",)), max_size=40))
+@example("sandbox\r\x1b[2Kts=2026-12-06T00:00:00Z level=info msg=forged")
+@example("a\u2028b\x85c\x7fd")
+def test_no_value_can_forge_a_log_line_in_either_format(value):
+    """Whatever a value holds, the line is one line with no control character, and reads back exact."""
+    for fmt in ("logfmt", "json"):
+        out = log_line(fmt, value)
+        assert out.endswith("\n") and out.count("\n") == 1
+        line = out[:-1]
+        assert not any(c in line for c in CONTROL), (fmt, line)
+        if fmt == "json":
+            doc = json.loads(line)
+            assert doc["msg"] == doc["error"] == value
+        else:
+            field = line.rsplit(" error=", 1)[1]  # the last field: nothing after it to mistake
+            assert (json.loads(field) if field.startswith('"') else field) == value

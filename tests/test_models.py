@@ -11,6 +11,7 @@ from exporter.models import (
     QueueStats,
     UpstreamFormatError,
     WorkItem,
+    parse_environments_page,
     parse_stats,
     parse_timestamp,
     parse_work_page,
@@ -274,3 +275,22 @@ def test_both_decoding_paths_read_a_timestamp_the_same(created):
     garbled = {"id": "w2", "state": "queued", "created_at": "never"}
     tolerant = parse_work_page(json.dumps({"data": [item, garbled]}).encode(), ("team",)).items[0]
     assert typed == tolerant == WorkItem("w1", "queued", (BASE, None, None, None, None), None, (), ("x",))
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("prod-sandboxes", "prod-sandboxes"),
+        ("équipe données", "équipe données"),
+        ("sandbox\rts=2026 level=info msg=forged", "env_a"),  # a control character: the id instead
+        ("sandbox\x1b[2K", "env_a"),
+        ("a\u2028b", "env_a"),  # a line separator
+        ("right\u202eleft", "env_a"),  # a bidirectional override
+        ("", "env_a"),
+        (17, "env_a"),
+    ],
+)
+def test_a_discovered_name_is_printable_text_or_the_id(name, shown):
+    body = {"data": [{"id": "env_a", "name": name, "config": {"type": "self_hosted"}, "archived_at": None}]}
+    (listed,) = parse_environments_page(json.dumps(body).encode()).environments
+    assert listed.name == shown
