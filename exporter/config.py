@@ -112,7 +112,7 @@ KEYS: dict[str, set[str]] = {
         "stop_duration_seconds",
     },
     "breakdown": {"metadata_keys", "max_values"},
-    "discovery": {"credentials", "refresh_interval_seconds", "environment_keys_dir"},
+    "discovery": {"credentials", "refresh_interval_seconds", "environment_keys_dir", "unwatch_after_missing"},
     "environments[]": {"id", "name", "credentials", "stats_credentials", "workspace_id"},
 }
 
@@ -223,6 +223,9 @@ class DiscoveryConfig:
     refresh_interval_seconds: float = 300.0
     # A file named <environment_id> here holds that environment's key (a mounted Secret).
     environment_keys_dir: Path | None = None
+    # Consecutive successful discoveries an environment may be missing from and still be watched
+    # (with its series and counters): one answer that leaves it out does not flap the fleet.
+    unwatch_after_missing: int = 3
 
 
 @dataclass(frozen=True)
@@ -414,9 +417,12 @@ class _Checker:
             keys_dir = Path(raw_dir) if Path(raw_dir).is_absolute() else self.base_dir / raw_dir
             if not keys_dir.is_dir():
                 self.problem("discovery.environment_keys_dir", f"{raw_dir} is not a directory")
+        unwatch = self.number(
+            m, "unwatch_after_missing", "discovery", DiscoveryConfig.unwatch_after_missing, integer=True
+        )
         if creds is None:
             return None
-        return DiscoveryConfig(creds, interval, keys_dir)
+        return DiscoveryConfig(creds, interval, keys_dir, unwatch)
 
     def api(self, m: dict[str, Any]) -> ApiConfig:
         d = ApiConfig()

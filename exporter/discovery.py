@@ -5,8 +5,12 @@ same retrying GET as every upstream request (the budget, retries, timeouts), wit
 the discovery credentials (an API key: the listing is account-wide), but without
 the listing machinery: it is not an environment. A failing discovery keeps the last
 known set, says so in `anthropic_work_discovery_success`, and is logged once until
-it recovers. Environments that vanish or are archived stop being watched, and what
-is kept for them is dropped.
+it recovers. An environment listed as archived (or not self-hosted) stops being watched
+at once; one missing from an answer stays watched, with its series and counters, until it
+has been missing from `discovery.unwatch_after_missing` consecutive successful discoveries
+(default 3), so one answer that leaves it out (a page skipped, a hiccup upstream) does not
+make the fleet's series vanish and their counters start again. Then what is kept for it
+is dropped.
 
 Ids enter here, so they are checked here: an id that is not safe as one URL path
 segment (`models.environment_id_problem`), or one listed twice, is skipped, counted
@@ -97,7 +101,8 @@ class Discovery(Timer):
                 extra={"skipped": len(invalid), "first": self.redactor.clean("; ".join(invalid[:5]))},
             )
         self.state.invalid = invalid
-        changed = found != self.state.environments
+        found = self._keep_missing(found)
+        changed = {e.id: e for e in found} != {e.id: e for e in self.state.environments}
         self.state.environments = found
         self.state.succeeded = True
         self.state.last_success_timestamp = self.wall_clock()
@@ -106,6 +111,25 @@ class Discovery(Timer):
             log.info("environments discovered", extra={"environments": len(found)})
             await self.on_change()
         return True
+
+    def _keep_missing(self, found: list[ListedEnvironment]) -> list[ListedEnvironment]:
+        """`found`, and the environments watched so far that it leaves out, for as long as they may be."""
+        listed = {env.id for env in found}
+        kept, missing = list(found), {}
+        for env in self.state.environments:
+            if env.id in listed or not env.self_hosted or env.archived:
+                continue
+            misses = self.state.missing.get(env.id, 0) + 1
+            if misses < self.config.unwatch_after_missing:
+                kept.append(env)
+                missing[env.id] = misses
+            else:
+                log.info(
+                    "environment no longer discovered: not watched any more",
+                    extra={"environment_id": env.id, "missing_discoveries": misses},
+                )
+        self.state.missing = missing
+        return kept
 
     async def _list(self, deadline: float) -> tuple[list[ListedEnvironment], list[str]]:
         """Every environment listed, each id once, and why each skipped id was skipped."""

@@ -46,7 +46,10 @@ KEYS_RECHECK_SECONDS = 2.0  # how often key files are looked at for changes
 class DiscoveryState:
     """What the last successful discovery found; long-lived, so a reload keeps it."""
 
-    environments: list[ListedEnvironment] = field(default_factory=list)  # unique, safe ids
+    # Unique, safe ids: those the last discovery listed, and those it left out that are still
+    # watched (`missing`), as they were last listed.
+    environments: list[ListedEnvironment] = field(default_factory=list)
+    missing: dict[str, int] = field(default_factory=dict)  # id -> consecutive discoveries it was missing from
     invalid: list[str] = field(default_factory=list)  # why each unusable or repeated id was skipped
     generation: int = 0  # changes whenever `environments` does
     succeeded: bool | None = None  # None until the first attempt

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import respx
 import yaml
+from conftest import run_virtual
 from exposition import samples, value
 from loopback import loopback_server
 from processes import exporter_process, free_port, running, simulator_process, wait_for
@@ -29,6 +31,7 @@ from exporter.redact import Redactor
 from exporter.shard import Shard
 from exporter.simulator import API_KEY, SimEnvironment, static_items
 from exporter.targets import DiscoveryState, KeyStore, Targets
+from exporter.wiring import Lasting, build
 
 NOW = time.time()
 
@@ -422,3 +425,66 @@ def test_an_environment_whose_shard_cannot_be_told_is_left_out_and_logged_the_ot
     assert [env.id for env in targets.environments()] == ["env_a", "env_b"]
     lines = [line for line in log_stream.getvalue().splitlines() if "shard failed" in line]
     assert len(lines) == 1 and "environment_id=env_odd" in lines[0] and "reason=internal" in lines[0]
+
+
+def listed_environments(*env_ids: str) -> httpx.Response:
+    return httpx.Response(
+        200,
+        json={
+            "data": [
+                {"id": e, "name": e, "config": {"type": "self_hosted"}, "archived_at": None} for e in env_ids
+            ],
+            "next_page": None,
+        },
+    )
+
+
+@respx.mock
+def test_an_environment_missing_from_a_discovery_stays_watched_with_its_counters_until_missing_three_times(
+    tmp_path,
+):
+    """Discovery answers, 30 s apart: env_b is left out of one answer (a hiccup) and of three in a row
+    later (gone). Through the hiccup it stays watched and its counters go on; the third miss unwatches it."""
+    answers = [("env_a", "env_b"), ("env_a",), ("env_a", "env_b"), ("env_a",), ("env_a",), ("env_a",)]
+    respx.get("https://api.anthropic.com/v1/environments").mock(
+        side_effect=[listed_environments(*ids) for ids in [*answers, answers[-1]]]
+    )
+    for env_id in ("env_a", "env_b"):
+        respx.get(f"https://api.anthropic.com/v1/environments/{env_id}/work").mock(
+            return_value=httpx.Response(200, json={"data": [], "next_page": None})
+        )
+        respx.get(f"https://api.anthropic.com/v1/environments/{env_id}/work/stats").mock(
+            return_value=httpx.Response(200, json={"depth": 0, "pending": 0, "oldest_queued_at": None})
+        )
+    for env_id in ("env_a", "env_b"):
+        (tmp_path / env_id).write_text(f"sk-key-of-{env_id}-0123456789")
+    config = parse_config(
+        "discovery:\n  credentials: {type: api_key, value_env: ORG_KEY}\n"
+        f"  refresh_interval_seconds: 30\n  environment_keys_dir: {tmp_path}\n",
+        {"ORG_KEY": "sk-org-key-0123456789"},
+    )
+
+    async def go():
+        lasting = Lasting(transport=lambda tls: httpx.AsyncHTTPTransport(verify=tls))
+        served = build(config, lasting, Shard())
+        await served.start()
+        seen = []
+        try:
+            for _ in answers:
+                await asyncio.sleep(15)  # between two discoveries
+                loop = asyncio.get_running_loop()
+                await served.policy.results(served.targets.environments(), loop.time() + 10)
+                watched_ids = [env.id for env in served.targets.environments()]
+                requests = dict(lasting.counters.requests.get("env_b", {}))
+                seen.append((watched_ids, dict(lasting.discovered.missing), requests))
+                await asyncio.sleep(15)
+        finally:
+            await served.aclose(False)
+        return seen
+
+    seen = run_virtual(go())
+    assert [ids for ids, _, _ in seen] == [["env_a", "env_b"]] * 5 + [["env_a"]]
+    assert [missing for _, missing, _ in seen] == [{}, {"env_b": 1}, {}, {"env_b": 1}, {"env_b": 2}, {}]
+    requests = [counts["200"] if counts else 0 for _, _, counts in seen]
+    assert requests[:5] == [2, 4, 6, 8, 10]  # its counters never started again (work and stats, each scrape)
+    assert requests[5] == 0  # unwatched: what was kept for it is dropped

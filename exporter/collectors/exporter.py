@@ -174,11 +174,12 @@ class DiscoveryCollector(Collector):
         yield from _discovery_families()
 
     def collect(self) -> Iterator[Metric]:
-        success, last, found, invalid, requests = families = _discovery_families()
+        success, last, found, missing, invalid, requests = families = _discovery_families()
         state = self.state
         if state.succeeded is not None:
             success.add_metric([], 1 if state.succeeded else 0)
             found.add_metric([], sum(1 for e in state.environments if e.self_hosted and not e.archived))
+            missing.add_metric([], len(state.missing))
             invalid.add_metric([], len(state.invalid))
             if state.last_success_timestamp:
                 last.add_metric([], state.last_success_timestamp)
@@ -188,7 +189,12 @@ class DiscoveryCollector(Collector):
 
 
 def _discovery_families() -> tuple[
-    GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, CounterMetricFamily
+    GaugeMetricFamily,
+    GaugeMetricFamily,
+    GaugeMetricFamily,
+    GaugeMetricFamily,
+    GaugeMetricFamily,
+    CounterMetricFamily,
 ]:
     return (
         GaugeMetricFamily(
@@ -202,7 +208,13 @@ def _discovery_families() -> tuple[
         ),
         GaugeMetricFamily(
             "anthropic_work_discovered_environments",
-            "Self-hosted, unarchived environments the last successful discovery found (all shards').",
+            "Self-hosted, unarchived environments discovery watches (all shards'): those the last "
+            "successful discovery found, and those missing from it still watched.",
+        ),
+        GaugeMetricFamily(
+            "anthropic_work_discovery_missing_environments",
+            "Environments the last successful discovery left out that are still watched, until they have "
+            "been missing from discovery.unwatch_after_missing discoveries in a row.",
         ),
         GaugeMetricFamily(
             "anthropic_work_discovery_invalid_environments",
