@@ -69,24 +69,29 @@ class RequestBudget:
     async def acquire(self, deadline: float, scopes: Iterable[Hashable] = ()) -> None:
         """Wait until a request in `scopes` may be sent; SourceFailed if that would be after `deadline`."""
         loop = asyncio.get_running_loop()
-        asked = loop.time()
         scopes = tuple(scopes)
+        while True:  # a pause may be extended while we wait for it
+            now = loop.time()
+            pause = max((p for s in scopes if (p := self._pauses.get(s)) is not None), default=None)
+            if pause is None or pause.until <= now:
+                break
+            if pause.until > deadline:
+                raise SourceFailed(
+                    "paused",
+                    f"{pause.why}: paused {pause.until - now:.3g}s more, past this scrape's deadline",
+                )
+            await self._wait(pause.until - now)
+        if self.rate > 0:
+            await self._token(deadline)
+
+    async def _wait(self, seconds: float) -> None:
+        """Sleep, counting the time really waited (a cancelled wait too)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
-            while True:  # a pause may be extended while we wait for it
-                now = loop.time()
-                pause = max((p for s in scopes if (p := self._pauses.get(s)) is not None), default=None)
-                if pause is None or pause.until <= now:
-                    break
-                if pause.until > deadline:
-                    raise SourceFailed(
-                        "paused",
-                        f"{pause.why}: paused {pause.until - now:.3g}s more, past this scrape's deadline",
-                    )
-                await asyncio.sleep(pause.until - now)
-            if self.rate > 0:
-                await self._token(deadline)
+            await asyncio.sleep(seconds)
         finally:
-            self.waited_seconds += loop.time() - asked
+            self.waited_seconds += loop.time() - started
 
     async def _token(self, deadline: float) -> None:
         """Reserve the next token (the bucket goes below zero for reservations ahead) and wait for it."""
@@ -101,7 +106,7 @@ class RequestBudget:
         self._tokens -= 1
         if wait > 0:
             try:
-                await asyncio.sleep(wait)
+                await self._wait(wait)
             except asyncio.CancelledError:  # the deadline came first: the token goes back
                 self._tokens += 1
                 raise

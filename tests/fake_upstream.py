@@ -8,6 +8,7 @@ For the hostile cases the simulator has no fault for: a test routes a path to a 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from loopback import loopback_server
 
-Answer = tuple[int, bytes]
+Answer = tuple[int, bytes] | tuple[int, bytes, dict[str, str]]  # status, body and, maybe, headers
 
 
 @dataclass
@@ -28,10 +29,19 @@ class FakeUpstream:
     requests: list[str] = field(default_factory=list)  # paths (with query) in arrival order
     released: threading.Event = field(default_factory=threading.Event)  # opens every `held` route
 
-    def answer(self, path: str, body: Any, status: int = 200) -> None:
+    def answer(self, path: str, body: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
         """`path` answers `body`: bytes as they are, anything else as JSON."""
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.routes[path] = lambda: (status, data)
+        self.routes[path] = lambda: (status, data, headers or {})
+
+    def cycle(self, path: str, answers: list[tuple[int, Any]]) -> None:
+        """`path` answers each of `answers` (status, body) in turn, again and again."""
+        encoded = [
+            (status, body if isinstance(body, bytes) else json.dumps(body).encode())
+            for status, body in answers
+        ]
+        turn = itertools.count()
+        self.routes[path] = lambda: encoded[next(turn) % len(encoded)]
 
     def pages(self, path: str, bodies: list[Any]) -> None:
         """`path` answers `bodies[n]` for `?page=n` (`n` 0 when absent): a cursor-paginated listing."""
@@ -68,10 +78,13 @@ def fake_upstream() -> Iterator[FakeUpstream]:
             parts = urlsplit(self.path)
             route = fake.routes.get(parts.path)
             if route is None:
-                status, body = 404, b'{"error": {"type": "not_found_error"}}'
+                answer: Answer = (404, b'{"error": {"type": "not_found_error"}}')
             else:
-                status, body = route(parse_qs(parts.query)) if _takes_query(route) else route()
+                answer = route(parse_qs(parts.query)) if _takes_query(route) else route()
+            status, body = answer[0], answer[1]
             self.send_response(status)
+            for name, header in (answer[2] if len(answer) == 3 else {}).items():
+                self.send_header(name, header)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -8,6 +8,8 @@ while `/metrics` is served, and the log is counted.
 
 from __future__ import annotations
 
+import itertools
+import json
 import threading
 import time
 
@@ -81,3 +83,46 @@ def test_twenty_thousand_environments_without_keys_never_hold_the_event_loop(tmp
     failed = [line for line in text.splitlines() if 'msg="listing work failed"' in line]
     assert len(failed) == ENVIRONMENTS  # one line each, for the change to no_credentials; none per scrape
     assert "listing stats failed" not in text  # the same cause is not logged twice
+
+
+@pytest.mark.slow
+def test_folding_listings_stamped_far_in_the_future_never_holds_the_event_loop(tmp_path):
+    """Three listings of 200,000 new items stamped a day ahead and stopped at 9999-12-31, with
+    /-/healthy asked all along: no step of the event loop over 100 ms."""
+    ahead = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+    per_page, pages = 1000, 200
+    listing = itertools.count()
+    batch = [0]
+
+    def answer(query: dict[str, list[str]]) -> tuple[int, bytes]:
+        n = int(query.get("page", ["0"])[0])
+        if n == 0:
+            batch[0] = next(listing)  # every listing brings new ids
+        items = ",".join(
+            f'{{"id":"work_{batch[0]}_{n}_{i}","state":"stopped","created_at":"{ahead}",'
+            '"stopped_at":"9999-12-31T23:59:59Z"}'
+            for i in range(per_page)
+        )
+        cursor = json.dumps(str(n + 1) if n + 1 < pages else None)
+        return 200, f'{{"data":[{items}],"next_page":{cursor}}}'.encode()
+
+    with fake_upstream() as fake:
+        fake.routes["/v1/environments/env_a/work"] = answer
+        fake.answer("/v1/environments/env_a/work/stats", {"depth": 0, "pending": 0, "oldest_queued_at": None})
+        (tmp_path / "config.yaml").write_text(
+            f"api: {{base_url: '{fake.url}', page_size: {per_page}}}\nenvironments: [{{id: env_a}}]\n"
+        )
+        env = {"ANTHROPIC_ENVIRONMENT_KEY": "sk-env-key-0123456789", "PYTHONASYNCIODEBUG": "1"}
+        with exporter_process("--config.file", "config.yaml", env=env, cwd=tmp_path) as (url, log):
+            for _ in range(3):
+                response = httpx.get(
+                    f"{url}/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": "120"}, timeout=150
+                )
+                assert 'anthropic_work_scrape_success{environment_id="env_a"} 1.0' in response.text
+                implausible = (
+                    'anthropic_work_implausible_timestamps{environment_id="env_a",field="created_at"}'
+                )
+                assert f"{implausible} 200000.0" in response.text
+            text = log.read_text()
+    slow = [line for line in text.splitlines() if "Executing" in line and SLOW_STEP in line]
+    assert slow == [], slow[:5]
