@@ -18,6 +18,7 @@ import math
 import socket
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import yaml
@@ -417,6 +418,54 @@ def test_no_request_gets_a_500_and_every_200_parses(exporter, method, path, quer
     if status == 200 and method == "GET" and path in ("/metrics", "/probe") and b"# TYPE" in body and plain:
         list(text_string_to_metric_families(body.decode()))
     assert "Traceback" not in log.getvalue() and KEY not in log.getvalue()
+
+
+unicode_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=100)
+@given(
+    path=st.sampled_from(["/metrics", "/probe", "/", "/-/healthy", "/-/ready"]),
+    values=st.fixed_dictionaries(
+        {},
+        optional={
+            "environment_id": st.one_of(st.just("env_a"), unicode_text),
+            "debug": st.one_of(st.sampled_from(["true", "1", "false"]), unicode_text),
+            "debug_items": st.one_of(st.sampled_from(["1", "20"]), unicode_text),
+            "name[]": st.one_of(st.just("anthropic_work_items"), unicode_text),
+            "x": unicode_text,
+        },
+    ),
+    raw=st.booleans(),
+)
+@example(
+    path="/probe", values={"environment_id": "env_a", "debug": "true", "debug_items": "\u00b2"}, raw=False
+)
+@example(
+    path="/probe", values={"environment_id": "env_a", "debug": "true", "debug_items": "\u2460"}, raw=True
+)
+@example(path="/probe", values={"environment_id": "env_a", "debug": "\u0661"}, raw=False)
+def test_any_unicode_in_any_query_parameter_is_never_a_500(exporter, path, values, raw):
+    """Each parameter of each endpoint, percent-encoded UTF-8 or raw bytes: a 200 or a 400 naming
+    the parameter, never a 500, never a traceback."""
+    address, _, log = exporter
+    if raw:  # as some clients send it: the UTF-8 bytes unescaped (but the query's own separators)
+        query = "&".join(
+            f"{k}={v.replace('&', '%26').replace('#', '%23').replace(' ', '%20')}" for k, v in values.items()
+        )
+        target = (path + "?" + query).encode("utf-8", "surrogatepass")
+    else:
+        target = (path + "?" + urlencode(values)).encode()
+    head = (
+        b"GET "
+        + target
+        + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Prometheus-Scrape-Timeout-Seconds: 5"
+    )
+    status, body = raw_request(address, head + b"\r\n\r\n")
+    assert status in (200, 400, 404), (status, body[:200])
+    if status == 400 and b"debug_items" in body:
+        assert b"debug_items must be a whole number from 1 to 1000, in ASCII digits" in body
+    assert "Traceback" not in log.getvalue()
 
 
 @settings(max_examples=40)
