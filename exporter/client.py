@@ -65,6 +65,11 @@ class UpstreamClient:
         for transport in pools:
             await transport.aclose()
 
+    async def forget_all_but(self, pools: set[str]) -> None:
+        """Close the connections of pools no longer used (environments no longer watched)."""
+        for key in set(self._pools) - pools:
+            await self._pools.pop(key).aclose()
+
     async def get(
         self,
         url: str,

@@ -44,6 +44,7 @@ log = logging.getLogger("exporter.discovery")
 PAGE_SIZE = 100
 MAX_PAGES = 1000
 TIMEOUT_SECONDS = 60.0  # one discovery, every page of it
+DISCOVERY_POOL = "/discovery"  # its connections: no environment id has a slash
 
 
 class Discovery(Timer):
@@ -144,7 +145,7 @@ class Discovery(Timer):
                 self.config.credentials,
                 deadline=lambda: deadline,
                 count=self._count,
-                pool="discovery",
+                pool=DISCOVERY_POOL,
                 endpoint="discovery",
             )
             try:

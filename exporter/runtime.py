@@ -86,6 +86,7 @@ class Reloader:
         self.clean = clean  # scrubs keys from an exception's text
         self.wall_clock = wall_clock
         self._lock = asyncio.Lock()
+        self._next: asyncio.Task[list[str]] | None = None  # the reload the ones asked for now share
         self._closing: set[asyncio.Task[None]] = set()
         self._current: Runtime | None = None
 
@@ -116,40 +117,54 @@ class Reloader:
                 self._close_later(runtime)
 
     async def reload(self) -> list[str]:
-        """Load the config files again; the problems that refused it, or [] when it was applied."""
+        """Load the config files again; the problems that refused it, or [] when it was applied.
+
+        One reload runs at a time, and the reloads asked for while it runs share the one after
+        it, which reads the files anew: a flood of `POST /-/reload` costs two loads, not one each.
+        """
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_task(self._after_current())
+        # Shielded: a client that hangs up does not call off the reload others wait for.
+        return await asyncio.shield(self._next)
+
+    async def _after_current(self) -> list[str]:
         async with self._lock:
-            served: Served | None = None
-            try:
-                # A file that cannot be read in time (a hung file system) refuses the reload; the
-                # thread is left to end, and the reloads after this one are not held up by it.
-                config, web = await asyncio.wait_for(asyncio.to_thread(self._load), LOAD_SECONDS)
-                old_tls = self.current.web is not None and self.current.web.ssl_context is not None
-                new_tls = web is not None and web.ssl_context is not None
-                if old_tls != new_tls:
-                    raise ConfigError(["web config: turning TLS on or off needs a restart of the exporter"])
-                served = self._build(config)
-                await served.start()
-            except ConfigError as exc:
-                return await self._refuse(exc.problems, served)
-            except TimeoutError:
-                problem = f"the config files could not be read within {LOAD_SECONDS:g}s"
-                return await self._refuse([problem], served)
-            except Exception as exc:  # whatever does not build refuses the reload whole, never a 500
-                log.exception("reload could not build the new config")
-                problem = self.clean(f"the new config could not be applied: {type(exc).__name__}: {exc}")
-                return await self._refuse([problem], served)
-            old = self.current
-            self._current = Runtime(config, web, served)
-            self.tls.context = web.ssl_context if web else None
-            self.forget({env.id for env in served.targets.environments()})
-            old.retired = True
-            old.served.retire()
-            if old.users == 0:
-                self._close_later(old)
-            self.state.successful, self.state.last_success_timestamp = True, self.wall_clock()
-            self.state.message = ""
-            log.info("config reloaded", extra={"environments": len(config.environments)})
-            return []
+            self._next = None  # asked for from now on: a reload that reads the files after this one
+            return await self._reload()
+
+    async def _reload(self) -> list[str]:
+        served: Served | None = None
+        try:
+            # A file that cannot be read in time (a hung file system) refuses the reload; the
+            # thread is left to end, and the reloads after this one are not held up by it.
+            config, web = await asyncio.wait_for(asyncio.to_thread(self._load), LOAD_SECONDS)
+            old_tls = self.current.web is not None and self.current.web.ssl_context is not None
+            new_tls = web is not None and web.ssl_context is not None
+            if old_tls != new_tls:
+                raise ConfigError(["web config: turning TLS on or off needs a restart of the exporter"])
+            served = self._build(config)
+            await served.start()
+        except ConfigError as exc:
+            return await self._refuse(exc.problems, served)
+        except TimeoutError:
+            problem = f"the config files could not be read within {LOAD_SECONDS:g}s"
+            return await self._refuse([problem], served)
+        except Exception as exc:  # whatever does not build refuses the reload whole, never a 500
+            log.exception("reload could not build the new config")
+            problem = self.clean(f"the new config could not be applied: {type(exc).__name__}: {exc}")
+            return await self._refuse([problem], served)
+        old = self.current
+        self._current = Runtime(config, web, served)
+        self.tls.context = web.ssl_context if web else None
+        self.forget({env.id for env in served.targets.environments()})
+        old.retired = True
+        old.served.retire()
+        if old.users == 0:
+            self._close_later(old)
+        self.state.successful, self.state.last_success_timestamp = True, self.wall_clock()
+        self.state.message = ""
+        log.info("config reloaded", extra={"environments": len(config.environments)})
+        return []
 
     async def _refuse(self, problems: list[str], built: Served | None) -> list[str]:
         self.state.successful, self.state.message = False, "\n".join(problems)

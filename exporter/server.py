@@ -7,12 +7,14 @@ only once a request's headers are complete. On top of uvicorn's H11 protocol:
 - **a header timeout**: a request whose headers are not complete within
   `header_timeout` seconds of its first byte (or of the connection, for the first
   request) has its connection closed; it never reaches the application;
-- **a connection limit**: past `max_connections` open connections, new ones are
-  closed at once;
+- **a connection limit**: past `max_connections` open connections, or past
+  `max_connections_per_client` from one client address, new ones are closed at once:
+  one client cannot take every connection from Prometheus;
 - **TLS per connection**: the handshake runs as its own task (`loop.start_tls`)
   with the same timeout, using the context current at accept time, so a web
   config reload applies to new connections; a failed handshake (plain HTTP, an
-  old TLS version, a missing client certificate) is one log line;
+  old TLS version, a missing client certificate) is one log line, and at most one a
+  minute per client address (with how many more failed), so a client cannot flood the log;
 - **graceful stop**: requests being answered get `graceful_seconds` to finish.
 """
 
@@ -38,6 +40,7 @@ class ServerLimits:
     header_timeout: float = 10.0  # request headers (and the TLS handshake) must arrive within this
     keep_alive: int = 120  # idle keep-alive connections are closed after this; scrapes every <= 2m reuse them
     max_connections: int = 1024
+    max_connections_per_client: int = 256  # from one address: a quarter, so three others always fit
     backlog: int = 2048  # capped by the kernel's net.core.somaxconn
     graceful_seconds: int = 5  # on SIGTERM, for requests already being answered
 
@@ -50,8 +53,28 @@ class TlsContext:
 
 
 class _Connections:
+    """Open connections, in all and per client address; and when each address last had a failed
+    TLS handshake logged (a bounded table: the oldest address is forgotten first)."""
+
     def __init__(self) -> None:
         self.open = 0
+        self.by_client: dict[str, int] = {}
+        self.handshakes: dict[str, tuple[float, int]] = {}  # address -> (logged at, failures since)
+
+    def handshake_failed(self, address: str, now: float) -> int | None:
+        """None if this failure is not to be logged; else how many were not logged before it."""
+        logged_at, since = self.handshakes.pop(address, (-HANDSHAKE_LOG_SECONDS, 0))
+        if now - logged_at < HANDSHAKE_LOG_SECONDS:
+            self.handshakes[address] = (logged_at, since + 1)
+            return None
+        self.handshakes[address] = (now, 0)
+        while len(self.handshakes) > HANDSHAKE_ADDRESSES:
+            del self.handshakes[next(iter(self.handshakes))]
+        return since
+
+
+HANDSHAKE_LOG_SECONDS = 60.0  # one failed-handshake line a minute per client address
+HANDSHAKE_ADDRESSES = 1024  # addresses remembered for that
 
 
 class _Protocol(H11Protocol):
@@ -69,12 +92,19 @@ class _Protocol(H11Protocol):
         self._counted = False
         self._request_timer: asyncio.TimerHandle | None = None
         self._handshake_task: asyncio.Task[None] | None = None
+        self._client = "unknown"
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if self.connections_open.open >= self.limits.max_connections:
+        opened = self.connections_open
+        self._client = _host(transport.get_extra_info("peername"))
+        if (
+            opened.open >= self.limits.max_connections
+            or opened.by_client.get(self._client, 0) >= self.limits.max_connections_per_client
+        ):
             transport.abort()
             return
-        self.connections_open.open += 1
+        opened.open += 1
+        opened.by_client[self._client] = opened.by_client.get(self._client, 0) + 1
         self._counted = True
         self._raw = transport
         # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and an accepted
@@ -100,7 +130,13 @@ class _Protocol(H11Protocol):
                 transport, self, context, server_side=True, ssl_handshake_timeout=self.limits.header_timeout
             )
         except ssl.SSLError as exc:  # a client speaking plain HTTP, an old TLS version, no certificate
-            log.warning("TLS handshake failed", extra={"client": _address(peer), "error": _ssl_reason(exc)})
+            unlogged = self.connections_open.handshake_failed(self._client, self.loop.time())
+            if unlogged is not None:
+                extra = {"client": _address(peer), "error": _ssl_reason(exc)}
+                log.warning(
+                    "TLS handshake failed",
+                    extra={**extra, "not_logged_since": unlogged} if unlogged else extra,
+                )
             self._release()
             return
         except (OSError, TimeoutError) as exc:  # the client went away or was too slow: nothing to fix here
@@ -156,7 +192,18 @@ class _Protocol(H11Protocol):
         self._disarm()
         if self._counted:
             self._counted = False
-            self.connections_open.open -= 1
+            opened = self.connections_open
+            opened.open -= 1
+            left = opened.by_client[self._client] - 1
+            if left:
+                opened.by_client[self._client] = left
+            else:
+                del opened.by_client[self._client]
+
+
+def _host(peer: Any) -> str:
+    """The client's address without its port: what its connections are counted by."""
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
 
 
 def _address(peer: Any) -> str:

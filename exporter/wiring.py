@@ -23,7 +23,7 @@ from .budget import RequestBudget
 from .client import UpstreamClient
 from .collectors.scrape import EngineCountersCollector, ScrapeCollector
 from .config import Config
-from .discovery import Discovery
+from .discovery import DISCOVERY_POOL, Discovery
 from .endpoints import ENDPOINTS, Shared
 from .engine import Engine, EngineCounters, EnvironmentResult
 from .exposition import Exposition
@@ -118,9 +118,10 @@ def build(config: Config, lasting: Lasting, shard: Shard) -> Served:
         return lasting.transport(lasting.upstream_tls)
 
     lasting.budget.configure(config.api.max_requests_per_second)
+    client = UpstreamClient(connection_pool, config.api.max_response_bytes)
     requests = RetryingGet(
         config.api,
-        UpstreamClient(connection_pool, config.api.max_response_bytes),
+        client,
         lasting.redactor,
         budget=lasting.budget,
         wall_clock=lasting.wall_clock,
@@ -143,6 +144,7 @@ def build(config: Config, lasting: Lasting, shard: Shard) -> Served:
             watched = {env.id for env in targets.environments()}
             lasting.forget_all_but(watched)
             engine.forget_all_but(watched)
+            await client.forget_all_but(watched | {DISCOVERY_POOL})
 
     watcher = KeyWatcher(config, lasting.keys, lasting.redactor.hold, changed)
     discovery = (

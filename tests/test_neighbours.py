@@ -12,6 +12,9 @@ shared resources have theirs beside the code they test: flow memory in `test_mem
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import socket
+import ssl
 
 import httpx
 import pytest
@@ -22,6 +25,8 @@ from processes import wait_for
 from upstream import running_exporter
 
 from exporter.config import Config, parse_config
+from exporter.server import ServerLimits
+from exporter.web import load_web_config
 
 KEYS = {
     "ANTHROPIC_ENVIRONMENT_KEY": "sk-shared-key-0123456789",
@@ -159,3 +164,60 @@ def test_a_flapping_environment_logs_two_lines_and_the_others_keep_theirs(log_st
     assert "failures=10 reasons=http_500:4,http_502:3,http_503:3" in env_a[1]
     env_b = [line for line in lines if "environment_id=env_b" in line]
     assert len(env_b) == 1 and "reason=http_401" in env_b[0]
+
+
+# -- clients: connections, the log, reloads ---------------------------------------------------
+
+
+def connect(address: str, source: str) -> socket.socket:
+    """A connection to the exporter from `source`, another loopback address (127.0.0.0/8 is all ours)."""
+    host, port = address.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=10, source_address=(source, 0))
+
+
+def answered(s: socket.socket) -> bool:
+    try:
+        s.sendall(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        return s.recv(1024).startswith(b"HTTP/1.1 200")
+    except (ConnectionResetError, BrokenPipeError):
+        return False
+
+
+def test_one_client_cannot_take_every_connection():
+    """127.0.0.2 opens as many connections as it may (5 here) and more: its sixth is closed at once,
+    and Prometheus, from 127.0.0.3, is served all the while."""
+    limits = ServerLimits(max_connections=20, max_connections_per_client=5)
+    with fake_upstream() as fake:
+        healthy(fake, "env_a", 1)
+        with running_exporter(config(fake), limits=limits) as exporter:
+            greedy = [connect(exporter.address, "127.0.0.2") for _ in range(5)]
+            try:
+                assert all(answered(s) for s in greedy)
+                with contextlib.closing(connect(exporter.address, "127.0.0.2")) as sixth:
+                    refused = not answered(sixth)
+                with contextlib.closing(connect(exporter.address, "127.0.0.3")) as prometheus:
+                    served = answered(prometheus)
+            finally:
+                for s in greedy:
+                    s.close()
+    assert refused and served
+
+
+def test_one_client_failing_tls_handshakes_gets_one_log_line_a_minute_and_others_their_own(pki, log_stream):
+    (pki / "web.yml").write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    web = load_web_config(pki / "web.yml")
+    logs = log_stream
+    with fake_upstream() as fake:
+        healthy(fake, "env_a", 1)
+        with running_exporter(config(fake), web) as exporter:
+            for source in ["127.0.0.2"] * 30 + ["127.0.0.3"]:
+                with contextlib.closing(connect(exporter.address, source)) as s:  # plain HTTP on the TLS port
+                    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                    with contextlib.suppress(OSError):
+                        s.recv(1024)
+            tls = ssl.create_default_context(cafile=pki / "ca.crt")
+            wait_for("both lines", lambda: logs.getvalue().count("TLS handshake failed") >= 2, 10)
+            still = httpx.get(f"https://{exporter.address}/-/healthy", verify=tls)
+    lines = [line for line in logs.getvalue().splitlines() if "TLS handshake failed" in line]
+    assert [line.split("client=")[1].split(":")[0] for line in lines] == ["127.0.0.2", "127.0.0.3"]
+    assert still.status_code == 200

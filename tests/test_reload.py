@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import threading
@@ -13,14 +14,20 @@ import bcrypt
 import httpx
 import pytest
 import yaml
+from conftest import run_virtual
 from exposition import samples, value
 from processes import exporter_process, simulator_process, wait_for
 from upstream import running_exporter, running_simulator, static_env
 
 from exporter.cli import loader
-from exporter.config import load_config
+from exporter.collectors.exporter import ReloadState
+from exporter.config import load_config, parse_config
+from exporter.runtime import Reloader
+from exporter.server import TlsContext
+from exporter.shard import Shard
 from exporter.simulator import Faults
 from exporter.web import load_web_config
+from exporter.wiring import Lasting, build
 
 NOW = time.time()
 RELOAD_OK = "anthropic_work_exporter_config_last_reload_successful"
@@ -198,3 +205,41 @@ def test_loading_a_web_config_hashes_no_password(tmp_path, monkeypatch):
     )
     web = load_web_config(tmp_path / "web.yml")
     assert web.basic_auth is not None
+
+
+def test_a_flood_of_reloads_costs_two_loads_and_every_one_gets_the_answer_of_a_load_after_it_asked():
+    """50 reloads asked for while one loads: they share the next load (which reads the files anew)."""
+    config = parse_config(
+        "environments: [{id: env_a}]\n", {"ANTHROPIC_ENVIRONMENT_KEY": "sk-env-key-0123456789"}
+    )
+    loading, release = threading.Event(), threading.Event()
+    loads = []
+
+    def load():
+        loads.append(len(loads))
+        loading.set()
+        release.wait(10)  # the first load takes its time
+        return config, None
+
+    async def go():
+        lasting = Lasting(transport=lambda tls: httpx.AsyncHTTPTransport(verify=tls))
+        reloader = Reloader(
+            (config, None),
+            load,
+            lambda c: build(c, lasting, Shard()),
+            state=ReloadState(),
+            tls=TlsContext(None),
+            forget=lasting.forget_all_but,
+        )
+        await reloader.start()
+        first = asyncio.create_task(reloader.reload())
+        await asyncio.to_thread(loading.wait, 10)
+        flood = [asyncio.create_task(reloader.reload()) for _ in range(50)]
+        await asyncio.sleep(0)
+        release.set()
+        answers = await asyncio.gather(first, *flood)
+        await reloader.aclose()
+        return answers
+
+    answers = run_virtual(go())
+    assert answers == [[]] * 51 and loads == [0, 1]

@@ -30,12 +30,15 @@ def exporter_threads() -> int:
 
 
 @contextlib.contextmanager
-def sockets(address: str, count: int, send: bytes = b"") -> Iterator[list[socket.socket]]:
+def sockets(address: str, count: int, send: bytes = b"", sources: int = 1) -> Iterator[list[socket.socket]]:
+    """`count` connections, from `sources` loopback addresses in turn (127.0.0.1, .2, ...): one
+    address may hold at most a quarter of the server's connections."""
     host, port = address.rsplit(":", 1)
     opened = []
     try:
-        for _ in range(count):
-            s = socket.create_connection((host, int(port)), timeout=30)
+        for n in range(count):
+            source = (f"127.0.0.{1 + n % sources}", 0)
+            s = socket.create_connection((host, int(port)), timeout=30, source_address=source)
             if send:
                 s.sendall(send)
             opened.append(s)
@@ -74,7 +77,7 @@ def test_300_slow_clients_cost_no_threads_no_listings_and_do_not_delay_a_scrape(
         running_exporter(config_for(url, env), limits=limits) as exporter,
     ):
         threads_before = exporter_threads()
-        with sockets(exporter.address, 300, PARTIAL_REQUEST):
+        with sockets(exporter.address, 300, PARTIAL_REQUEST, sources=3):
             threads_with_slow_clients = exporter_threads()
             started = time.monotonic()
             r = httpx.get(f"http://{exporter.address}/metrics", timeout=60)
