@@ -51,3 +51,16 @@ def test_ci_runs_the_test_command_the_readme_gives():
     readme = (ROOT / "README.md").read_text()
     assert "./scripts/test.sh" in readme
     assert "./scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_test_the_docs_name_as_holding_a_guarantee_exists():
+    """docs/robustness.md and the README say which test holds each guarantee: each is in the suite."""
+    defined = {
+        name
+        for path in (ROOT / "tests").glob("test_*.py")
+        for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)
+    }
+    for doc in (ROOT / "docs" / "robustness.md", ROOT / "README.md"):
+        modules = {path.stem for path in (ROOT / "tests").glob("test_*.py")}
+        named = set(re.findall(r"\b(test_\w+)\b(?!\.py)", doc.read_text())) - modules
+        assert named <= defined, (doc.name, sorted(named - defined))
