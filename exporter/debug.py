@@ -111,7 +111,13 @@ def report(
         why = f"{failure.reason}: {failure.message}" if failure else "no result"
         out += [f"## Summary: the work listing failed ({why}); nothing to show of its items", ""]
     out += ["# Listing log", ""]
-    out += [_try_line(t) for t in examined.tries] or ["(no upstream request)"]
+    log = examined.tries
+    out += [_try_line(t) for t in log.first]
+    if log.omitted:
+        out.append(f"... {log.omitted} more requests, not kept ...")
+    out += [_try_line(t) for t in log.last]
+    if not log.total:
+        out.append("(no upstream request)")
     out.append("")
     for name in sorted({*result.values, *result.failures}):
         failure = result.failures.get(name)

@@ -54,7 +54,7 @@ from .failures import Failure, FailureLog
 from .isolation import internal_failure
 from .pace import Pace
 from .redact import Redactor
-from .retrying import RetryingGet, Try
+from .retrying import RequestLog, RetryingGet
 from .sources import Fetch, Source, SourceFailed
 
 # Failures that mean "this environment ran out of time", which sends it to the back of the queue.
@@ -78,7 +78,7 @@ class Examined:
     """A debug page's listing: its result, every request it made, and whether it was joined in flight."""
 
     result: EnvironmentResult
-    tries: Sequence[Try]
+    tries: RequestLog
     joined: bool
     attention: int  # items of each kind needing attention the listing kept
 
@@ -145,7 +145,7 @@ class _Listing:
         self.task: asyncio.Task[EnvironmentResult] | None = None
         self.sources: dict[str, asyncio.Task[Any]] = {}  # once it holds a slot
         self.running = False  # it holds a slot: its time is its own
-        self.tries: list[Try] = []  # every request, as sent and answered: a debug page may join
+        self.tries = RequestLog()  # its requests, as sent and answered: a debug page may join
 
     def extend(self, deadline: float, now: float) -> bool:
         """Let it run until `deadline` too; False if it is already past its own (too late to join).

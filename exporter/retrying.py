@@ -26,6 +26,7 @@ import asyncio
 import email.utils
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import NamedTuple, Protocol
 from urllib.parse import urlencode
@@ -66,6 +67,29 @@ class Try(NamedTuple):
 
 
 Trace = Callable[[Try], None]
+
+
+class RequestLog:
+    """A listing's requests for the debug page, in bounded memory whatever the number of pages:
+    the first `head` and the last `tail`, and how many were left out between them."""
+
+    def __init__(self, head: int = 20, tail: int = 80):
+        self.first: list[Try] = []
+        self.last: deque[Try] = deque(maxlen=tail)
+        self.head = head
+        self.total = 0
+
+    def append(self, attempt: Try) -> None:
+        self.total += 1
+        if len(self.first) < self.head:
+            self.first.append(attempt)
+        else:
+            self.last.append(attempt)
+
+    @property
+    def omitted(self) -> int:
+        """Requests between the first and the last ones kept."""
+        return self.total - len(self.first) - len(self.last)
 
 
 class Budget(Protocol):

@@ -14,6 +14,7 @@ from upstream import running_exporter
 from exporter.aggregate import Aggregator
 from exporter.config import Thresholds, parse_config
 from exporter.models import WorkItem
+from exporter.retrying import RequestLog, Try
 from exporter.web import load_web_config
 
 KEY = "sk-debug-environment-key-0123456789"
@@ -61,6 +62,15 @@ def test_the_oldest_of_each_kind_past_its_threshold_are_kept_page_by_page_and_co
     a3 = attention.oldest("stale_heartbeat")[0]
     assert a3.ages == (("heartbeat", 400.0), ("in state", 900.0)) and a3.session_id == "sesn_a3"
     assert attention.oldest("stale_heartbeat")[1].labels == (("team", "x"),)
+
+
+def test_the_request_log_of_a_listing_keeps_its_first_and_last_requests_whatever_the_pages():
+    log = RequestLog(head=2, tail=3)
+    for n in range(1000):
+        log.append(Try(f"/page/{n}", "200", 10, 0.01, "", 0, None))
+    assert [t.path for t in log.first] == ["/page/0", "/page/1"]
+    assert [t.path for t in log.last] == ["/page/997", "/page/998", "/page/999"]
+    assert (log.total, log.omitted) == (1000, 995)
 
 
 def listing_pages(count: int, per_page: int):
