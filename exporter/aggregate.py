@@ -129,17 +129,12 @@ class Attention:
     def __init__(self, limit: int = ATTENTION_ITEMS):
         self.limit = limit
         self.counts = dict.fromkeys(ATTENTION_KINDS, 0)
-        self._heaps: dict[str, list[tuple[float, int, Noted]]] = {kind: [] for kind in ATTENTION_KINDS}
+        # Per kind, the kept items as (-since, order, item): the youngest kept on top, to be dropped.
+        self.heaps: dict[str, list[tuple[float, int, Noted]]] = {kind: [] for kind in ATTENTION_KINDS}
         self._order = itertools.count()
 
-    def wants(self, kind: str, since: float) -> bool:
-        """Count one item of `kind`; True if it is old enough to be kept (then `keep` it)."""
-        self.counts[kind] += 1
-        heap = self._heaps[kind]
-        return len(heap) < self.limit or since < -heap[0][0]
-
     def keep(self, kind: str, noted: Noted) -> None:
-        heap = self._heaps[kind]
+        heap = self.heaps[kind]
         entry = (-noted.since, next(self._order), noted)
         if len(heap) < self.limit:
             heapq.heappush(heap, entry)
@@ -147,7 +142,7 @@ class Attention:
             heapq.heapreplace(heap, entry)
 
     def oldest(self, kind: str) -> list[Noted]:
-        return [noted for _, _, noted in sorted(self._heaps[kind], key=lambda entry: (-entry[0], entry[1]))]
+        return [noted for _, _, noted in sorted(self.heaps[kind], key=lambda entry: (-entry[0], entry[1]))]
 
 
 @dataclass
@@ -211,9 +206,13 @@ class Aggregator:
         counts, heartbeat_age, state_age, unparseable = s.items, s.heartbeat_age, s.state_age, s.unparseable
         without, without_max = s.without_heartbeat, s.without_heartbeat_age_max
         since_index, breakdown = _SINCE_INDEX, self._breakdown if self.metadata_keys else None
-        attention, limits = s.attention, self.thresholds
+        limits, attention = self.thresholds, s.attention
         queue_limit, stale_limit = limits.queue_wait_seconds, limits.stale_heartbeat_seconds
         lease_limit, stopping_limit = limits.without_heartbeat_seconds, limits.stopping_seconds
+        # Counted, and kept while the heap has room or the item is older than its youngest.
+        noted, kept = attention.counts, attention.limit
+        queued_heap, stale_heap = attention.heaps[QUEUED], attention.heaps[STALE_HEARTBEAT]
+        silent_heap, stopping_heap = attention.heaps[NO_HEARTBEAT], attention.heaps[STUCK_STOPPING]
         future = now + self.clock_skew  # later than this is no clock skew: implausible
         for item in items:
             state = item.state
@@ -248,10 +247,14 @@ class Aggregator:
                 if age > dist.maximum:
                     dist.maximum = age
                 if state == "queued":
-                    if age > queue_limit and attention.wants(QUEUED, since):
-                        self._keep(QUEUED, since, item, state, (("waiting", age),))
-                elif state == "stopping" and age > stopping_limit and attention.wants(STUCK_STOPPING, since):
-                    self._keep(STUCK_STOPPING, since, item, state, (("stopping", age),))
+                    if age > queue_limit:
+                        noted[QUEUED] += 1
+                        if len(queued_heap) < kept or since < -queued_heap[0][0]:
+                            self._keep(QUEUED, since, item, state, (("waiting", age),))
+                elif state == "stopping" and age > stopping_limit:
+                    noted[STUCK_STOPPING] += 1
+                    if len(stopping_heap) < kept or since < -stopping_heap[0][0]:
+                        self._keep(STUCK_STOPPING, since, item, state, (("stopping", age),))
             if item.unparseable:
                 for name in item.unparseable:
                     unparseable[name] += 1
@@ -266,20 +269,24 @@ class Aggregator:
                     beats.total += beat_age
                     if beat_age > beats.maximum:
                         beats.maximum = beat_age
-                    if beat_age > stale_limit and attention.wants(STALE_HEARTBEAT, beat):
-                        ages = (
-                            (("heartbeat", beat_age), ("in state", age))
-                            if since is not None
-                            else (("heartbeat", beat_age),)
-                        )
-                        self._keep(STALE_HEARTBEAT, beat, item, state, ages)
+                    if beat_age > stale_limit:
+                        noted[STALE_HEARTBEAT] += 1
+                        if len(stale_heap) < kept or beat < -stale_heap[0][0]:
+                            ages = (
+                                (("heartbeat", beat_age), ("in state", age))
+                                if since is not None
+                                else (("heartbeat", beat_age),)
+                            )
+                            self._keep(STALE_HEARTBEAT, beat, item, state, ages)
                 elif HEARTBEAT_FIELD not in item.unparseable:  # a garbled heartbeat is not "none yet"
                     without[state] += 1
                     if since is not None:
                         if age > without_max[state]:
                             without_max[state] = age
-                        if age > lease_limit and attention.wants(NO_HEARTBEAT, since):
-                            self._keep(NO_HEARTBEAT, since, item, state, (("in state", age),))
+                        if age > lease_limit:
+                            noted[NO_HEARTBEAT] += 1
+                            if len(silent_heap) < kept or since < -silent_heap[0][0]:
+                                self._keep(NO_HEARTBEAT, since, item, state, (("in state", age),))
             if breakdown is not None:
                 breakdown(item, state)
 

@@ -72,6 +72,7 @@ class ExporterApp:
         store: ResultStore,
         reload_state: ReloadState,
         *,
+        clean: Callable[[str, int], str],
         demo: bool = False,
     ):
         self.reloader = reloader
@@ -79,6 +80,7 @@ class ExporterApp:
         self.exposition = exposition  # renders one scrape's results
         self.store = store  # the latest result per environment, for the landing page
         self.reload_state = reload_state  # the last reload's outcome, for the landing page
+        self.clean = clean  # scrubs upstream text of every key in use, for the debug page
         self.demo = demo
         # A name[] filter that asks only for these lists nothing upstream.
         self.own_families = tuple(family.name for family in registry.collect())
@@ -194,7 +196,7 @@ class ExporterApp:
         metrics = await self.exposition.render([examined.result], [env.id], None, fmt=TEXT, gzip=False)
         settings = debug.settings(env, runtime.config)
         thresholds = runtime.config.thresholds
-        page = debug.report(env, examined, metrics.body.decode(), settings, thresholds, items)
+        page = debug.report(env, examined, metrics.body.decode(), settings, thresholds, items, self.clean)
         await _reply(send, scope, 200, page)
 
     async def _metrics(

@@ -128,7 +128,9 @@ async def run_exporter(
         watched=lambda: len(reloader.current.targets.environments()),
         known=lambda: reloader.current.targets.known(),
     )
-    app = ExporterApp(reloader, registry, lasting.exposition, lasting.store, state, demo=demo)
+    app = ExporterApp(
+        reloader, registry, lasting.exposition, lasting.store, state, clean=lasting.redactor.clean, demo=demo
+    )
     server = HttpServer(app, sock, tls, limits or ServerLimits())
     await server.start()
     if on_started is not None:

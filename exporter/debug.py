@@ -24,7 +24,7 @@ so a debug page can join a listing in flight and still show them; memory stays f
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .aggregate import (
     ATTENTION_KINDS,
@@ -97,8 +97,10 @@ def report(
     settings: Sequence[tuple[str, str]],
     thresholds: Thresholds,
     shown: int,
+    clean: Callable[[str, int], str],
 ) -> str:
-    """The page's text; at most `shown` items of each kind needing attention."""
+    """The page's text; at most `shown` items of each kind needing attention. `clean` scrubs upstream
+    text (the request ids) of keys and unprintable characters."""
     result = examined.result
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(result.finished_at))
     joined = " (joined a listing already in flight)" if examined.joined else ""
@@ -112,10 +114,10 @@ def report(
         out += [f"## Summary: the work listing failed ({why}); nothing to show of its items", ""]
     out += ["# Listing log", ""]
     log = examined.tries
-    out += [_try_line(t) for t in log.first]
+    out += [_try_line(t, clean) for t in log.first]
     if log.omitted:
         out.append(f"... {log.omitted} more requests, not kept ...")
-    out += [_try_line(t) for t in log.last]
+    out += [_try_line(t, clean) for t in log.last]
     if not log.total:
         out.append("(no upstream request)")
     out.append("")
@@ -151,10 +153,10 @@ def _attention(summary: WorkSummary, thresholds: Thresholds, kept: int, shown: i
     return [*out, ""]
 
 
-def _try_line(t: Try) -> str:
-    line = f"GET {t.path} -> {t.code}, {t.size} bytes, {t.seconds * 1000:.0f} ms"
+def _try_line(t: Try, clean: Callable[[str, int], str]) -> str:
+    line = f"GET {t.target} -> {t.code}, {t.size} bytes, {t.seconds * 1000:.0f} ms"
     if t.request_id:
-        line += f", request-id {t.request_id}"
+        line += f", request-id {clean(t.request_id, 80)}"
     if t.attempt:
         line += f", retry {t.attempt}"
     if t.failure:

@@ -55,15 +55,25 @@ RETRYABLE_STATUS = frozenset({408, 409, 429})
 
 
 class Try(NamedTuple):
-    """One request as sent and answered, for the debug page's listing log."""
+    """One request as sent and answered, for the debug page's listing log.
 
-    path: str  # path and query, as sent
+    Kept as it came, and made readable only when a debug page shows it (`target`, and the
+    request id cleaned by the redactor there): every listing keeps its log, and formatting
+    each page's URL and scrubbing each request id cost more than the rest of the record."""
+
+    path: str
+    params: Mapping[str, str | int]  # the query, as sent
     code: str  # the HTTP status, or timeout / error
     size: int  # bytes of the body kept (decompressed)
     seconds: float
-    request_id: str  # the API's request-id header, cleaned; "" when none
+    request_id: str  # the API's request-id header as it came (at most 200 characters); "" when none
     attempt: int  # 0 for the first try of a request, 1 for its first retry, ...
-    failure: str | None  # why this try gave no body: a reason and a message; None for a 200
+    failure: str | None  # why this try gave no body: a reason and a message (cleaned); None for a 200
+
+    @property
+    def target(self) -> str:
+        """Path and query, as sent."""
+        return f"{self.path}?{urlencode(self.params)}" if self.params else self.path
 
 
 Trace = Callable[[Try], None]
@@ -144,8 +154,6 @@ class RetryingGet:
         for ("work", "stats", "discovery"): together with the credential they scope the
         pauses the API asks for (`pause_scopes`).
         """
-        # What the debug page's log shows as sent; made only for it (the client makes its own).
-        sent = (f"{path}?{urlencode(params)}" if params else path) if trace is not None else ""
         url = f"{self.api.base_url}{path}"
         key = credentials.value.reveal()  # read at every request: a rotated key file is used at once
         headers = {**self._headers, **auth_headers(credentials.type, key)}
@@ -167,24 +175,46 @@ class RetryingGet:
                 count(exc.code)
                 failure = SourceFailed(exc.reason, str(exc))
                 if trace is not None:
-                    trace(Try(sent, exc.code, 0, loop.time() - started, "", retries, f"{exc.reason}: {exc}"))
+                    trace(
+                        Try(
+                            path,
+                            params,
+                            exc.code,
+                            0,
+                            loop.time() - started,
+                            "",
+                            retries,
+                            f"{exc.reason}: {exc}",
+                        )
+                    )
                 if exc.reason not in ("timeout", "connection"):  # a body too large or malformed: no retry
                     raise failure from None
                 delay = self._backoff(retries)
             except asyncio.CancelledError:  # the deadline cut this request short
                 count("timeout")
                 if trace is not None:
-                    trace(Try(sent, "timeout", 0, loop.time() - started, "", retries, "deadline: cut short"))
+                    trace(
+                        Try(
+                            path,
+                            params,
+                            "timeout",
+                            0,
+                            loop.time() - started,
+                            "",
+                            retries,
+                            "deadline: cut short",
+                        )
+                    )
                 raise
             else:
                 count(str(reply.status))
                 if reply.status == 200:
                     if trace is not None:
-                        trace(self._try(sent, reply, loop.time() - started, retries, None))
+                        trace(self._try(path, params, reply, loop.time() - started, retries, None))
                     return reply.body
                 failure = self._http_failure(reply.status, reply.body, reply.headers)
                 if trace is not None:
-                    trace(self._try(sent, reply, loop.time() - started, retries, failure))
+                    trace(self._try(path, params, reply, loop.time() - started, retries, failure))
                 asked = retry_after(reply.headers, self.wall_clock())
                 delay = asked if asked is not None else self._backoff(retries)
                 if self.budget is not None:  # only what shares the cause waits; other statuses pause nothing
@@ -206,12 +236,18 @@ class RetryingGet:
             await asyncio.sleep(delay)
             retries += 1
 
+    @staticmethod
     def _try(
-        self, sent: str, reply: Reply, seconds: float, attempt: int, failure: SourceFailed | None
+        path: str,
+        params: Mapping[str, str | int],
+        reply: Reply,
+        seconds: float,
+        attempt: int,
+        failure: SourceFailed | None,
     ) -> Try:
-        request_id = self.redactor.clean(reply.headers.get(REQUEST_ID_HEADER, ""), 80)
+        request_id = reply.headers.get(REQUEST_ID_HEADER, "")[:200]
         why = None if failure is None else f"{failure.reason}: {failure}"
-        return Try(sent, str(reply.status), len(reply.body), seconds, request_id, attempt, why)
+        return Try(path, params, str(reply.status), len(reply.body), seconds, request_id, attempt, why)
 
     def _backoff(self, retries: int) -> float:
         return min(INITIAL_RETRY_DELAY * 2.0**retries, MAX_RETRY_DELAY) * (1 - 0.25 * self.jitter())

@@ -52,7 +52,7 @@ def test_the_oldest_of_each_kind_past_its_threshold_are_kept_page_by_page_and_co
     for items in pages:
         aggregator.add_page(items, NOW)
     attention = aggregator.summary().attention
-    assert all(len(heap) <= 2 for heap in attention._heaps.values())  # never more than asked for
+    assert all(len(heap) <= 2 for heap in attention.heaps.values())  # never more than asked for
     # q1 waited 100 s, under the 150 s threshold: not listed, not counted
     assert attention.counts == {"queued": 4, "stale_heartbeat": 3, "no_heartbeat": 2, "stuck_stopping": 1}
     assert [n.work_id for n in attention.oldest("queued")] == ["q4", "q2"]
@@ -67,7 +67,7 @@ def test_the_oldest_of_each_kind_past_its_threshold_are_kept_page_by_page_and_co
 def test_the_request_log_of_a_listing_keeps_its_first_and_last_requests_whatever_the_pages():
     log = RequestLog(head=2, tail=3)
     for n in range(1000):
-        log.append(Try(f"/page/{n}", "200", 10, 0.01, "", 0, None))
+        log.append(Try(f"/page/{n}", {}, "200", 10, 0.01, "", 0, None))
     assert [t.path for t in log.first] == ["/page/0", "/page/1"]
     assert [t.path for t in log.last] == ["/page/997", "/page/998", "/page/999"]
     assert (log.total, log.omitted) == (1000, 995)
@@ -192,3 +192,14 @@ def test_the_debug_page_is_behind_the_same_basic_auth(tmp_path):
             allowed = httpx.get(url, auth=("prom", "pw"), timeout=30)
     assert (anonymous.status_code, allowed.status_code) == (401, 200)
     assert fake.count("/v1/environments/env_a/work") == 2  # the page's own listing, once
+
+
+def test_a_request_id_that_echoes_the_key_is_shown_without_it():
+    with fake_upstream() as fake:
+        fake.answer("/v1/environments/env_a/work", page([]), headers={"request-id": f"req_{KEY}"})
+        fake.answer("/v1/environments/env_a/work/stats", STATS)
+        with running_exporter(config(fake)) as exporter:
+            text = httpx.get(
+                f"http://{exporter.address}/probe?environment_id=env_a&debug=true", timeout=30
+            ).text
+    assert "request-id req_[REDACTED]" in text and KEY not in text

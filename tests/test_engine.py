@@ -537,7 +537,7 @@ def test_debug_pages_join_the_listing_in_flight_without_extending_it_and_read_it
     assert scraped.success and took == 4.0
     for seen in examined:
         assert seen.joined and seen.result is scraped
-        assert [t.path for t in seen.tries.first] == [
+        assert [t.target for t in seen.tries.first] == [
             "/v1/environments/env_a/work?limit=100",
             "/v1/environments/env_a/work?limit=100&page=p2",
         ]
