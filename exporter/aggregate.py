@@ -25,8 +25,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .config import Thresholds
-from .models import (
+from exporter.config import Thresholds
+from exporter.models import (
     EVENT_FIELDS,
     HEARTBEAT_FIELD,
     HEARTBEAT_STATES,

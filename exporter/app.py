@@ -28,17 +28,17 @@ from urllib.parse import parse_qs, urlencode
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
-from . import __version__, debug
-from .aggregate import ATTENTION_ITEMS, WorkSummary
-from .collectors.exporter import ReloadState
-from .config import Environment, ScrapeConfig
-from .engine import Busy, EnvironmentResult
-from .exposition import Exposition
-from .models import KNOWN_STATES
-from .negotiate import FORMATS, TEXT, accepts_gzip, choose_format
-from .policy import ResultStore
-from .runtime import Reloader, Runtime
-from .sources.work import WorkSource
+from exporter import __version__, debug
+from exporter.aggregate import ATTENTION_ITEMS, WorkSummary
+from exporter.collectors.exporter import ReloadState
+from exporter.config import Environment, ScrapeConfig
+from exporter.engine import Busy, EnvironmentResult
+from exporter.exposition import Exposition
+from exporter.models import KNOWN_STATES
+from exporter.negotiate import FORMATS, TEXT, accepts_gzip, choose_format
+from exporter.policy import ResultStore
+from exporter.runtime import Reloader, Runtime
+from exporter.sources.work import WorkSource
 
 log = logging.getLogger("exporter.http")
 

@@ -28,7 +28,7 @@ import asyncio
 from collections.abc import Hashable, Iterable
 from typing import NamedTuple
 
-from .sources import SourceFailed
+from exporter.sources import SourceFailed
 
 
 class Pause(NamedTuple):

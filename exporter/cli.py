@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from . import __version__
-from .app import ExporterApp
-from .collectors.exporter import (
+from exporter import __version__
+from exporter.app import ExporterApp
+from exporter.collectors.exporter import (
     BudgetCollector,
     BuildInfoCollector,
     DiscoveryCollector,
@@ -32,15 +32,15 @@ from .collectors.exporter import (
     ReloadState,
     SchedulerCollector,
 )
-from .config import Config, ConfigError, load_config
-from .flags import parse_args, parse_listen_address, parse_shard
-from .logs import setup_logging
-from .redact import Redactor
-from .runtime import Load, Reloader
-from .server import HttpServer, ServerLimits, TlsContext, bind
-from .shard import Shard
-from .web import WebConfig, load_web_config
-from .wiring import Lasting, build
+from exporter.config import Config, ConfigError, load_config
+from exporter.flags import parse_args, parse_listen_address, parse_shard
+from exporter.logs import setup_logging
+from exporter.redact import Redactor
+from exporter.runtime import Load, Reloader
+from exporter.server import HttpServer, ServerLimits, TlsContext, bind
+from exporter.shard import Shard
+from exporter.web import WebConfig, load_web_config
+from exporter.wiring import Lasting, build
 
 log = logging.getLogger("exporter")
 
@@ -72,7 +72,7 @@ def loader(args: argparse.Namespace, environ: Mapping[str, str]) -> Load:
     """
     demo: Config | None = None
     if args.demo:
-        from .demo import start_demo  # the simulator loads only when asked for
+        from exporter.demo import start_demo  # the simulator loads only when asked for
 
         demo = start_demo()
 

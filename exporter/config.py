@@ -23,9 +23,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .keyfiles import FileSecret, KeyProblem, Secret, read_key_file, usable_key
-from .models import CREDENTIAL_TYPES, DEFAULT_ANTHROPIC_VERSION, MANAGED_AGENTS_BETA, environment_id_problem
-from .yamldoc import ConfigError, YamlDocument
+from exporter.keyfiles import FileSecret, KeyProblem, Secret, read_key_file, usable_key
+from exporter.models import (
+    CREDENTIAL_TYPES,
+    DEFAULT_ANTHROPIC_VERSION,
+    MANAGED_AGENTS_BETA,
+    environment_id_problem,
+)
+from exporter.yamldoc import ConfigError, YamlDocument
 
 __all__ = ["ConfigError", "Credentials", "Environment", "Secret", "load_config", "parse_config"]
 

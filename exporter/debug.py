@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from .aggregate import (
+from exporter.aggregate import (
     ATTENTION_KINDS,
     NO_HEARTBEAT,
     QUEUED,
@@ -36,11 +36,11 @@ from .aggregate import (
     Noted,
     WorkSummary,
 )
-from .config import Config, Credentials, Environment, Thresholds
-from .engine import Examined
-from .models import KNOWN_STATES
-from .retrying import Try
-from .sources.work import WorkSource
+from exporter.config import Config, Credentials, Environment, Thresholds
+from exporter.engine import Examined
+from exporter.models import KNOWN_STATES
+from exporter.retrying import Try
+from exporter.sources.work import WorkSource
 
 DEFAULT_ITEMS = 20
 MAX_ITEMS = 1000

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from .config import ApiConfig, BreakdownConfig, Config, Credentials, Environment, Secret
-from .simulator import Simulator, demo_environments, serve
+from exporter.config import ApiConfig, BreakdownConfig, Config, Credentials, Environment, Secret
+from exporter.simulator import Simulator, demo_environments, serve
 
 log = logging.getLogger("exporter.demo")
 

@@ -25,19 +25,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from .config import DiscoveryConfig
-from .models import (
+from exporter.config import DiscoveryConfig
+from exporter.models import (
     ENVIRONMENTS_PATH,
     ListedEnvironment,
     UpstreamFormatError,
     environments_params,
     parse_environments_page,
 )
-from .redact import Redactor
-from .retrying import RetryingGet
-from .sources import SourceFailed
-from .targets import DiscoveryState
-from .timer import Timer
+from exporter.redact import Redactor
+from exporter.retrying import RetryingGet
+from exporter.sources import SourceFailed
+from exporter.targets import DiscoveryState
+from exporter.timer import Timer
 
 log = logging.getLogger("exporter.discovery")
 

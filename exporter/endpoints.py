@@ -16,15 +16,15 @@ from typing import Any, NamedTuple
 
 from prometheus_client.registry import Collector
 
-from .collectors.flow import FlowCollector
-from .collectors.stats import StatsCollector
-from .collectors.work import WorkCollector
-from .config import Config
-from .engine import EnvironmentResult
-from .flow import FlowLedger
-from .sources import Source, WallClock
-from .sources.stats import StatsSource
-from .sources.work import WorkSource
+from exporter.collectors.flow import FlowCollector
+from exporter.collectors.stats import StatsCollector
+from exporter.collectors.work import WorkCollector
+from exporter.config import Config
+from exporter.engine import EnvironmentResult
+from exporter.flow import FlowLedger
+from exporter.sources import Source, WallClock
+from exporter.sources.stats import StatsSource
+from exporter.sources.work import WorkSource
 
 
 @dataclass(frozen=True)

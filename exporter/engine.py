@@ -48,14 +48,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from .aggregate import ATTENTION_ITEMS
-from .config import Environment, missing_key
-from .failures import Failure, FailureLog
-from .isolation import internal_failure
-from .pace import Pace
-from .redact import Redactor
-from .retrying import RequestLog, RetryingGet
-from .sources import Fetch, Source, SourceFailed
+from exporter.aggregate import ATTENTION_ITEMS
+from exporter.config import Environment, missing_key
+from exporter.failures import Failure, FailureLog
+from exporter.isolation import internal_failure
+from exporter.pace import Pace
+from exporter.redact import Redactor
+from exporter.retrying import RequestLog, RetryingGet
+from exporter.sources import Fetch, Source, SourceFailed
 
 # Failures that mean "this environment ran out of time", which sends it to the back of the queue.
 LATE_REASONS = frozenset({"deadline", "timeout"})

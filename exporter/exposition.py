@@ -39,10 +39,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-from .engine import EnvironmentResult
-from .isolation import Boundary
-from .negotiate import Format
-from .pace import Pace
+from exporter.engine import EnvironmentResult
+from exporter.isolation import Boundary
+from exporter.negotiate import Format
+from exporter.pace import Pace
 
 # Level 1: a fleet's 2 MB compresses in 5 ms to 105 kB; level 9 (gzip's default) takes
 # 50 ms for 80 kB. A scrape waits on the CPU, not on the bytes.

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .config import Environment
+from exporter.config import Environment
 
 log = logging.getLogger("exporter.engine")
 

@@ -10,8 +10,8 @@ import argparse
 import re
 from collections.abc import Sequence
 
-from . import __version__
-from .shard import Shard
+from exporter import __version__
+from exporter.shard import Shard
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 

@@ -53,8 +53,8 @@ import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .aggregate import AgeDistribution
-from .models import EVENTS, WorkItem
+from exporter.aggregate import AgeDistribution
+from exporter.models import EVENTS, WorkItem
 
 # Each histogram: the step between two events, observed when the later one is counted.
 STEPS = {

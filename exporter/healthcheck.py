@@ -21,9 +21,9 @@ import ssl
 import sys
 from pathlib import Path
 
-from .flags import parse_args, parse_listen_address
-from .web import load_web_config
-from .yamldoc import ConfigError
+from exporter.flags import parse_args, parse_listen_address
+from exporter.web import load_web_config
+from exporter.yamldoc import ConfigError
 
 TIMEOUT_SECONDS = 4.0
 SCRIPT = "anthropic-work-exporter"

@@ -16,9 +16,9 @@ import traceback
 from collections.abc import Callable
 from typing import TypeVar
 
-from .config import Environment
-from .failures import Failure, FailureLog
-from .redact import Redactor
+from exporter.config import Environment
+from exporter.failures import Failure, FailureLog
+from exporter.redact import Redactor
 
 T = TypeVar("T")
 

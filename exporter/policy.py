@@ -44,11 +44,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .config import Environment
-from .engine import Engine, EnvironmentResult
-from .failures import Failure, FailureLog
-from .isolation import Boundary
-from .pace import Pace
+from exporter.config import Environment
+from exporter.engine import Engine, EnvironmentResult
+from exporter.failures import Failure, FailureLog
+from exporter.isolation import Boundary
+from exporter.pace import Pace
 
 log = logging.getLogger("exporter.policy")
 

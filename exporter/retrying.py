@@ -31,10 +31,10 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import NamedTuple, Protocol
 from urllib.parse import urlencode
 
-from . import __version__
-from .client import Reply, TransportFailure, UpstreamClient
-from .config import ApiConfig, Credentials
-from .models import (
+from exporter import __version__
+from exporter.client import Reply, TransportFailure, UpstreamClient
+from exporter.config import ApiConfig, Credentials
+from exporter.models import (
     BETA_HEADER,
     REQUEST_ID_HEADER,
     RETRY_AFTER_HEADER,
@@ -45,8 +45,8 @@ from .models import (
     auth_headers,
     parse_error,
 )
-from .redact import Redactor
-from .sources import SourceFailed
+from exporter.redact import Redactor
+from exporter.sources import SourceFailed
 
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0

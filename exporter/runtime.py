@@ -24,14 +24,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .collectors.exporter import ReloadState
-from .config import Config, ConfigError
-from .engine import Engine
-from .policy import Policy
-from .server import TlsContext
-from .targets import Targets
-from .web import WebConfig
-from .wiring import Served
+from exporter.collectors.exporter import ReloadState
+from exporter.config import Config, ConfigError
+from exporter.engine import Engine
+from exporter.policy import Policy
+from exporter.server import TlsContext
+from exporter.targets import Targets
+from exporter.web import WebConfig
+from exporter.wiring import Served
 
 log = logging.getLogger("exporter.reload")
 LOAD_SECONDS = 30.0  # reading both files; key files never block (keyfiles), a hung file system might

@@ -30,7 +30,7 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .redact import Redactor
+from exporter.redact import Redactor
 
 log = logging.getLogger("exporter.server")
 

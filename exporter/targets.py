@@ -28,13 +28,13 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from .config import NO_CREDENTIALS, Config, Credentials, Environment
-from .isolation import Boundary
-from .keyfiles import FileSecret, KeyProblem, Secret, read_key_file, read_keys_dir, stamp, stamp_dir
-from .models import ListedEnvironment
-from .pace import Pace
-from .shard import Shard
-from .timer import Timer
+from exporter.config import NO_CREDENTIALS, Config, Credentials, Environment
+from exporter.isolation import Boundary
+from exporter.keyfiles import FileSecret, KeyProblem, Secret, read_key_file, read_keys_dir, stamp, stamp_dir
+from exporter.models import ListedEnvironment
+from exporter.pace import Pace
+from exporter.shard import Shard
+from exporter.timer import Timer
 
 log = logging.getLogger("exporter.targets")
 T = TypeVar("T")

@@ -34,7 +34,7 @@ from typing import Any
 
 import bcrypt
 
-from .yamldoc import ConfigError, YamlDocument
+from exporter.yamldoc import ConfigError, YamlDocument
 
 CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,

@@ -19,24 +19,24 @@ from typing import Any
 import httpx
 from prometheus_client.registry import Collector
 
-from .budget import RequestBudget
-from .client import UpstreamClient
-from .collectors.scrape import EngineCountersCollector, ScrapeCollector
-from .config import Config
-from .discovery import DISCOVERY_POOL, Discovery
-from .endpoints import ENDPOINTS, Shared
-from .engine import Engine, EngineCounters, EnvironmentResult
-from .exposition import Exposition
-from .failures import FailureLog
-from .flow import FlowLedger
-from .isolation import Boundary
-from .policy import BackgroundPolicy, OnDemandPolicy, Policy, RefreshSchedule, ResultStore
-from .redact import Redactor
-from .retrying import RetryingGet
-from .shard import Shard
-from .targets import DiscoveryState, KeyStore, KeyWatcher, Targets
-from .timer import Timer
-from .transport import AiohttpTransport
+from exporter.budget import RequestBudget
+from exporter.client import UpstreamClient
+from exporter.collectors.scrape import EngineCountersCollector, ScrapeCollector
+from exporter.config import Config
+from exporter.discovery import DISCOVERY_POOL, Discovery
+from exporter.endpoints import ENDPOINTS, Shared
+from exporter.engine import Engine, EngineCounters, EnvironmentResult
+from exporter.exposition import Exposition
+from exporter.failures import FailureLog
+from exporter.flow import FlowLedger
+from exporter.isolation import Boundary
+from exporter.policy import BackgroundPolicy, OnDemandPolicy, Policy, RefreshSchedule, ResultStore
+from exporter.redact import Redactor
+from exporter.retrying import RetryingGet
+from exporter.shard import Shard
+from exporter.targets import DiscoveryState, KeyStore, KeyWatcher, Targets
+from exporter.timer import Timer
+from exporter.transport import AiohttpTransport
 
 
 @dataclass

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .. import __version__
-from ..budget import RequestBudget
-from ..policy import RefreshSchedule
-from ..shard import Shard
-from ..targets import DiscoveryState
+from exporter import __version__
+from exporter.budget import RequestBudget
+from exporter.policy import RefreshSchedule
+from exporter.shard import Shard
+from exporter.targets import DiscoveryState
 
 
 class BuildInfoCollector(Collector):

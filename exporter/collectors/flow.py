@@ -8,9 +8,9 @@ from prometheus_client.core import CounterMetricFamily, Exemplar, HistogramMetri
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from ..aggregate import AgeDistribution
-from ..aggregate import Exemplar as Observed
-from ..flow import STEPS, FlowLedger
+from exporter.aggregate import AgeDistribution
+from exporter.aggregate import Exemplar as Observed
+from exporter.flow import STEPS, FlowLedger
 
 ENV = "environment_id"
 HELP = {

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..engine import EngineCounters, EnvironmentResult
+from exporter.engine import EngineCounters, EnvironmentResult
 
 ENV = "environment_id"
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator, Sequence
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..engine import EnvironmentResult
-from ..sources.stats import StatsResult, StatsSource
+from exporter.engine import EnvironmentResult
+from exporter.sources.stats import StatsResult, StatsSource
 
 ENV = "environment_id"
 

@@ -8,9 +8,9 @@ from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from ..aggregate import AgeDistribution, WorkSummary
-from ..engine import EnvironmentResult
-from ..sources.work import WorkSource
+from exporter.aggregate import AgeDistribution, WorkSummary
+from exporter.engine import EnvironmentResult
+from exporter.sources.work import WorkSource
 
 ENV = "environment_id"
 

@@ -10,10 +10,10 @@
 Run standalone: `python -m exporter.simulator --port 8080`.
 """
 
-from .api import API_KEY, Response, Simulator
-from .faults import Faults
-from .http import serve
-from .world import Item, Profile, SimEnvironment, demo_environments, rfc3339, static_items
+from exporter.simulator.api import API_KEY, Response, Simulator
+from exporter.simulator.faults import Faults
+from exporter.simulator.http import serve
+from exporter.simulator.world import Item, Profile, SimEnvironment, demo_environments, rfc3339, static_items
 
 __all__ = [
     "API_KEY",

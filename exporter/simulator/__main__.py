@@ -7,9 +7,9 @@ import json
 import threading
 import time
 
-from .api import API_KEY, MAX_PAGE_SIZE, Simulator
-from .http import serve
-from .world import SimEnvironment, demo_environments, static_items
+from exporter.simulator.api import API_KEY, MAX_PAGE_SIZE, Simulator
+from exporter.simulator.http import serve
+from exporter.simulator.world import SimEnvironment, demo_environments, static_items
 
 
 def main(argv: list[str] | None = None) -> None:

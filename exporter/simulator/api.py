@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .faults import MALFORMED_GZIP, gzip_bomb, nested_json
-from .world import SimEnvironment
+from exporter.simulator.faults import MALFORMED_GZIP, gzip_bomb, nested_json
+from exporter.simulator.world import SimEnvironment
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 20

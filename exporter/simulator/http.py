@@ -19,8 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .api import Response, Simulator
-from .faults import Faults, gzip_bomb
+from exporter.simulator.api import Response, Simulator
+from exporter.simulator.faults import Faults, gzip_bomb
 
 
 class _Handler(BaseHTTPRequestHandler):

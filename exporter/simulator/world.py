@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .faults import Faults
+from exporter.simulator.faults import Faults
 
 # The simulator keeps its own copy of these API facts, so its ground truth does not
 # lean on the exporter's code.

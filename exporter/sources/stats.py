@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..config import Credentials, Environment
-from ..models import QueueStats, UpstreamFormatError, parse_stats, stats_path
-from . import Fetch, SourceFailed, WallClock
+from exporter.config import Credentials, Environment
+from exporter.models import QueueStats, UpstreamFormatError, parse_stats, stats_path
+from exporter.sources import Fetch, SourceFailed, WallClock
 
 
 class StatsResult(NamedTuple):

@@ -14,11 +14,11 @@ import logging
 from collections import deque
 from collections.abc import Sequence
 
-from ..aggregate import ATTENTION_ITEMS, OTHER, Aggregator, WorkSummary
-from ..config import BreakdownConfig, BucketConfig, Config, Credentials, Environment, Thresholds
-from ..flow import FlowFold, FlowLedger
-from ..models import UpstreamFormatError, page_params, parse_work_page, work_path
-from . import Fetch, SourceFailed, WallClock
+from exporter.aggregate import ATTENTION_ITEMS, OTHER, Aggregator, WorkSummary
+from exporter.config import BreakdownConfig, BucketConfig, Config, Credentials, Environment, Thresholds
+from exporter.flow import FlowFold, FlowLedger
+from exporter.models import UpstreamFormatError, page_params, parse_work_page, work_path
+from exporter.sources import Fetch, SourceFailed, WallClock
 
 log = logging.getLogger("exporter.sources.work")
 
