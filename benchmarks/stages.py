@@ -24,10 +24,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exporter.aggregate import Aggregator
-from exporter.config import BucketConfig
-from exporter.flow import STEPS, FlowFold, FlowLedger
-from exporter.models import parse_work_page
+from exporter.api.codec import parse_work_page
+from exporter.config.model import BucketConfig
+from exporter.folds.flow import STEPS, FlowFold, FlowLedger
+from exporter.folds.work import Aggregator
 from exporter.simulator import SimEnvironment, Simulator, serve, static_items
 
 

@@ -59,8 +59,8 @@ def cursor_of(body: bytes) -> str | None:
 async def pages_of(way: str, url: str, env_id: str, key: str, page_size: int, tls: ssl.SSLContext) -> int:
     import aiohttp
 
-    from exporter.client import UpstreamClient
-    from exporter.transport import AiohttpTransport
+    from exporter.api.client import UpstreamClient
+    from exporter.api.transport import AiohttpTransport
 
     headers = {**HEADERS, "Authorization": f"Bearer {key}", "Accept-Encoding": "gzip"}
     path = f"{url}/v1/environments/{env_id}/work"

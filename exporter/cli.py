@@ -23,23 +23,22 @@ from collections.abc import Callable, Mapping, Sequence
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from exporter import __version__
-from exporter.app import ExporterApp
-from exporter.collectors.exporter import (
+from exporter.config.flags import parse_args, parse_listen_address, parse_shard
+from exporter.config.model import Config, ConfigError, load_config
+from exporter.logs import setup_logging
+from exporter.metrics.own import (
     BudgetCollector,
     BuildInfoCollector,
     DiscoveryCollector,
     ReloadCollector,
-    ReloadState,
     SchedulerCollector,
 )
-from exporter.config import Config, ConfigError, load_config
-from exporter.flags import parse_args, parse_listen_address, parse_shard
-from exporter.logs import setup_logging
 from exporter.redact import Redactor
-from exporter.runtime import Load, Reloader
-from exporter.server import HttpServer, ServerLimits, TlsContext, bind
-from exporter.shard import Shard
-from exporter.web import WebConfig, load_web_config
+from exporter.running.reload import Load, Reloader, ReloadState
+from exporter.running.shard import Shard
+from exporter.web.app import ExporterApp
+from exporter.web.auth import WebConfig, load_web_config
+from exporter.web.server import HttpServer, ServerLimits, TlsContext, bind
 from exporter.wiring import Lasting, build
 
 log = logging.getLogger("exporter")
@@ -72,7 +71,7 @@ def loader(args: argparse.Namespace, environ: Mapping[str, str]) -> Load:
     """
     demo: Config | None = None
     if args.demo:
-        from exporter.demo import start_demo  # the simulator loads only when asked for
+        from exporter.demo import start_demo
 
         demo = start_demo()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from exporter.config import ApiConfig, BreakdownConfig, Config, Credentials, Environment, Secret
+from exporter.config.model import ApiConfig, BreakdownConfig, Config, Credentials, Environment, Secret
 from exporter.simulator import Simulator, demo_environments, serve
 
 log = logging.getLogger("exporter.demo")

@@ -21,9 +21,9 @@ import ssl
 import sys
 from pathlib import Path
 
-from exporter.flags import parse_args, parse_listen_address
-from exporter.web import load_web_config
-from exporter.yamldoc import ConfigError
+from exporter.config.flags import parse_args, parse_listen_address
+from exporter.config.yamldoc import ConfigError
+from exporter.web.auth import load_web_config
 
 TIMEOUT_SECONDS = 4.0
 SCRIPT = "anthropic-work-exporter"

@@ -19,24 +19,27 @@ from typing import Any
 import httpx
 from prometheus_client.registry import Collector
 
-from exporter.budget import RequestBudget
-from exporter.client import UpstreamClient
-from exporter.collectors.scrape import EngineCountersCollector, ScrapeCollector
-from exporter.config import Config
-from exporter.discovery import DISCOVERY_POOL, Discovery
+from exporter.api.budget import RequestBudget
+from exporter.api.client import UpstreamClient
+from exporter.api.requests import RetryingGet
+from exporter.api.transport import AiohttpTransport
+from exporter.config.model import Config
 from exporter.endpoints import ENDPOINTS, Shared
-from exporter.engine import Engine, EngineCounters, EnvironmentResult
-from exporter.exposition import Exposition
-from exporter.failures import FailureLog
-from exporter.flow import FlowLedger
-from exporter.isolation import Boundary
-from exporter.policy import BackgroundPolicy, OnDemandPolicy, Policy, RefreshSchedule, ResultStore
+from exporter.folds.flow import FlowLedger
+from exporter.metrics.exposition import Exposition
+from exporter.metrics.scrape import EngineCountersCollector, ScrapeCollector
 from exporter.redact import Redactor
-from exporter.retrying import RetryingGet
-from exporter.shard import Shard
-from exporter.targets import DiscoveryState, KeyStore, KeyWatcher, Targets
-from exporter.timer import Timer
-from exporter.transport import AiohttpTransport
+from exporter.results import EnvironmentResult
+from exporter.running.discovery import DISCOVERY_POOL, Discovery
+from exporter.running.engine import Engine, EngineCounters
+from exporter.running.failures import FailureLog
+from exporter.running.isolation import Boundary
+from exporter.running.keywatch import KeyWatcher
+from exporter.running.policies import BackgroundPolicy, OnDemandPolicy, Policy, RefreshSchedule
+from exporter.running.shard import Shard
+from exporter.running.store import ResultStore
+from exporter.running.targets import DiscoveryState, KeyStore, Targets
+from exporter.running.timer import Timer
 
 
 @dataclass

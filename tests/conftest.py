@@ -20,10 +20,10 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from tools import require
 
-from exporter.engine import EnvironmentResult
-from exporter.exposition import Exposition, Response
 from exporter.logs import setup_logging
-from exporter.negotiate import accepts_gzip, choose_format
+from exporter.metrics.exposition import Exposition, Response
+from exporter.results import EnvironmentResult
+from exporter.web.negotiate import accepts_gzip, choose_format
 
 T = TypeVar("T")
 

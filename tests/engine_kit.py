@@ -12,16 +12,16 @@ from typing import Any
 import httpx
 from conftest import NOW
 
-from exporter.budget import RequestBudget
-from exporter.client import UpstreamClient
-from exporter.config import BucketConfig, Config, Environment, parse_config
-from exporter.engine import Engine, EngineCounters
-from exporter.failures import FailureLog
-from exporter.flow import FlowLedger
+from exporter.api.budget import RequestBudget
+from exporter.api.client import UpstreamClient
+from exporter.api.requests import RetryingGet
+from exporter.config.model import BucketConfig, Config, Environment, parse_config
+from exporter.endpoints.work import WorkSource
+from exporter.folds.flow import FlowLedger
 from exporter.redact import Redactor
-from exporter.retrying import RetryingGet
-from exporter.sources import Fetch, Source
-from exporter.sources.work import WorkSource
+from exporter.running.engine import Engine, EngineCounters
+from exporter.running.failures import FailureLog
+from exporter.running.sources import Fetch, Source
 
 API = "https://api.anthropic.com/v1/environments"
 KEY_ENV = {"ANTHROPIC_ENVIRONMENT_KEY": "env-key"}

@@ -100,8 +100,8 @@ def hotspots(monkeypatch):
 CLI = "main (exporter/cli.py:183)"
 RAW_PROFILE = "\n".join(
     [
-        f"{CLI};Engine._list (exporter/engine.py:334);parse_work_page (exporter/models.py:400) 7",
-        f"{CLI};UpstreamClient.get (exporter/client.py:84);ClientSession._request (aiohttp/client.py:70) 2",
+        f"{CLI};Engine._list (exporter/running/engine.py:334);parse_work_page (exporter/api/codec.py:400) 7",
+        f"{CLI};UpstreamClient.get (exporter/api/client.py:84);ClientSession._request (aiohttp/client.py:70) 2",
         f"{CLI};current_async_library (httpcore/s.py:2);_find_and_load (<frozen importlib._bootstrap>:1) 1",
         f"{CLI};select (selectors.py:468) 5",
     ]
@@ -111,14 +111,14 @@ RAW_PROFILE = "\n".join(
 @pytest.mark.parametrize(
     ("stack", "area"),
     [
-        ("a (exporter/engine.py:1);b (exporter/models.py:2)", "decoding (exporter/models.py)"),
-        ("a (exporter/transport.py:1);b (aiohttp/client.py:2)", "aiohttp, yarl, multidict"),
-        ("a (exporter/client.py:1);b (yarl/_url.py:2)", "aiohttp, yarl, multidict"),
+        ("a (exporter/running/engine.py:1);b (exporter/api/codec.py:2)", "decoding (exporter/api/codec.py)"),
+        ("a (exporter/api/transport.py:1);b (aiohttp/client.py:2)", "aiohttp, yarl, multidict"),
+        ("a (exporter/api/client.py:1);b (yarl/_url.py:2)", "aiohttp, yarl, multidict"),
         (
-            "a (httpcore/x.py:1);b (<frozen importlib._bootstrap>:2);c (exporter/models.py:3)",
+            "a (httpcore/x.py:1);b (<frozen importlib._bootstrap>:2);c (exporter/api/codec.py:3)",
             "import machinery",
         ),
-        ("a (exporter/engine.py:1);b (selectors.py:2)", "the rest of the exporter"),
+        ("a (exporter/running/engine.py:1);b (selectors.py:2)", "the rest of the exporter"),
         ("a (selectors.py:2)", "other"),
     ],
 )
@@ -130,7 +130,7 @@ def test_hotspots_shares_are_of_all_samples(hotspots):
     figures, total = hotspots.shares(RAW_PROFILE)
     assert total == 15
     assert figures == {
-        "decoding (exporter/models.py)": 7 / 15,
+        "decoding (exporter/api/codec.py)": 7 / 15,
         "the rest of the exporter": 5 / 15,
         "aiohttp, yarl, multidict": 2 / 15,
         "import machinery": 1 / 15,

@@ -17,8 +17,8 @@ import yaml
 from exposition import samples, value
 from processes import free_port, simulator_process, wait_for
 
-from exporter.flags import parse_args, parse_listen_address
-from exporter.server import ServerLimits
+from exporter.config.flags import parse_args, parse_listen_address
+from exporter.web.server import ServerLimits
 
 
 def run(*args: str, env: dict[str, str] | None = None, cwd=None) -> subprocess.CompletedProcess:

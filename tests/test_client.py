@@ -11,7 +11,7 @@ import httpx
 import pytest
 from conftest import run_virtual
 
-from exporter.client import MAX_ERROR_BODY_BYTES, Reply, TransportFailure, UpstreamClient
+from exporter.api.client import MAX_ERROR_BODY_BYTES, Reply, TransportFailure, UpstreamClient
 
 URL = "https://api.anthropic.com/v1/environments/env_a/work"
 LIMIT = 1 << 20

@@ -13,12 +13,13 @@ from conftest import NOW, page, render, run_virtual, served, work
 from engine_kit import API, KEY_ENV, config_for, running_engine, work_source
 from prometheus_client import CollectorRegistry
 
-from exporter.config import BucketConfig, Config
-from exporter.engine import EnvironmentResult
-from exporter.exposition import Exposition
-from exporter.negotiate import FORMATS, choose_format
+from exporter.config.model import BucketConfig, Config
+from exporter.endpoints.stats import StatsSource
+from exporter.metrics.exposition import Exposition
+from exporter.metrics.formats import FORMATS
+from exporter.results import EnvironmentResult
 from exporter.simulator import rfc3339
-from exporter.sources.stats import StatsSource
+from exporter.web.negotiate import choose_format
 from exporter.wiring import Lasting
 
 BUCKETS = BucketConfig(heartbeat_age_seconds=(5.0, 30.0), state_age_seconds=(60.0, 600.0))

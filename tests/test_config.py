@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from exporter.config import ConfigError, parse_config
+from exporter.config.model import ConfigError, parse_config
 
 KEY_ENV = {"ANTHROPIC_ENVIRONMENT_KEY": "env-key-value"}
 
@@ -237,7 +237,14 @@ def test_the_example_config_is_valid_and_shows_every_option():
 
     import yaml
 
-    from exporter.config import KEYS, ApiConfig, BreakdownConfig, BucketConfig, ScrapeConfig, load_config
+    from exporter.config.model import (
+        KEYS,
+        ApiConfig,
+        BreakdownConfig,
+        BucketConfig,
+        ScrapeConfig,
+        load_config,
+    )
 
     path = Path(__file__).parent.parent / "config.example.yaml"
     config = load_config(path, {"ANTHROPIC_ENVIRONMENT_KEY": "e", "STAGING_API_KEY": "s"})

@@ -11,11 +11,11 @@ from conftest import NOW, page, rfc3339, work
 from fake_upstream import fake_upstream
 from upstream import running_exporter
 
-from exporter.aggregate import Aggregator
-from exporter.config import Thresholds, parse_config
-from exporter.models import WorkItem
-from exporter.retrying import RequestLog, Try
-from exporter.web import load_web_config
+from exporter.api.codec import WorkItem
+from exporter.api.requests import RequestLog, Try
+from exporter.config.model import Thresholds, parse_config
+from exporter.folds.work import Aggregator
+from exporter.web.auth import load_web_config
 
 KEY = "sk-debug-environment-key-0123456789"
 STATS = {"depth": 1, "pending": 0, "oldest_queued_at": None, "workers_polling": 2}

@@ -15,8 +15,8 @@ import respx
 from conftest import NOW, page, run_virtual, work
 from engine_kit import API, HeldSource, config_for, running_engine, settle
 
-from exporter.engine import Busy, EngineCounters, Examined
-from exporter.sources import SourceFailed
+from exporter.results import SourceFailed
+from exporter.running.engine import Busy, EngineCounters, Examined
 
 URL = f"{API}/env_a/work"
 

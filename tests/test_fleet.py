@@ -22,15 +22,15 @@ from processes import exporter_process, free_port, running, simulator_process, w
 from tools import query, require
 from upstream import running_exporter, running_simulator
 
-from exporter.config import parse_config
-from exporter.failures import FailureLog
-from exporter.flags import parse_shard
-from exporter.isolation import Boundary
-from exporter.models import ListedEnvironment
+from exporter.api.codec import ListedEnvironment
+from exporter.config.flags import parse_shard
+from exporter.config.model import parse_config
 from exporter.redact import Redactor
-from exporter.shard import Shard
+from exporter.running.failures import FailureLog
+from exporter.running.isolation import Boundary
+from exporter.running.shard import Shard
+from exporter.running.targets import DiscoveryState, KeyStore, Targets
 from exporter.simulator import API_KEY, SimEnvironment, static_items
-from exporter.targets import DiscoveryState, KeyStore, Targets
 from exporter.wiring import Lasting, build
 
 NOW = time.time()

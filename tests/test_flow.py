@@ -18,10 +18,10 @@ from engine_kit import API, config_for, running_engine, work_source
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 
-from exporter.collectors.flow import FlowCollector
-from exporter.config import BucketConfig
-from exporter.flow import FlowLedger
-from exporter.simulator import rfc3339  # microseconds, as the API writes them
+from exporter.config.model import BucketConfig
+from exporter.endpoints.flow_collectors import FlowCollector
+from exporter.folds.flow import FlowLedger
+from exporter.simulator import rfc3339
 
 URL = f"{API}/env_a/work"
 EVENTS = ("created", "acknowledged", "started", "stop_requested", "stopped")
@@ -350,7 +350,7 @@ def test_what_is_remembered_is_capped_and_what_is_forgotten_is_counted():
 
 
 def rendered(ledger: FlowLedger, fmt: str) -> str:
-    from exporter.negotiate import choose_format
+    from exporter.web.negotiate import choose_format
 
     chosen = choose_format(fmt)
     assert chosen is not None

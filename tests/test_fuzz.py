@@ -29,9 +29,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from upstream import running_exporter
 
-from exporter.config import ConfigError, parse_config
-from exporter.logs import LogfmtFormatter
-from exporter.models import (
+from exporter.api.codec import (
     EVENT_FIELDS,
     MAX_COUNT,
     MAX_CURSOR_LENGTH,
@@ -42,7 +40,9 @@ from exporter.models import (
     parse_timestamp,
     parse_work_page,
 )
-from exporter.web import load_web_config
+from exporter.config.model import ConfigError, parse_config
+from exporter.logs import LogfmtFormatter
+from exporter.web.auth import load_web_config
 
 KEY = "sk-fuzz-environment-key-0123456789"
 

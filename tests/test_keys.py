@@ -16,8 +16,8 @@ from exposition import samples, value
 from processes import wait_for
 from upstream import running_exporter, running_simulator, static_env
 
-from exporter.config import Config, ConfigError, parse_config
-from exporter.keyfiles import KeyProblem, read_key_file
+from exporter.config.keys import KeyProblem, read_key_file
+from exporter.config.model import Config, ConfigError, parse_config
 from exporter.redact import RETIRED_KEY_SECONDS, Redactor
 from exporter.simulator import API_KEY
 

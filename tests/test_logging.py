@@ -12,10 +12,11 @@ from conftest import FakeClock
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from exporter.config import Credentials, Environment, Secret
-from exporter.failures import Failure, FailureLog
+from exporter.config.model import Credentials, Environment, Secret
 from exporter.logs import setup_logging
 from exporter.redact import Redactor
+from exporter.results import Failure
+from exporter.running.failures import FailureLog
 
 ENV = Environment("env_a", "prod", Credentials("api_key", Secret("k"), "test"))
 

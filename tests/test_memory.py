@@ -12,7 +12,7 @@ import pytest
 from conftest import NOW, rfc3339, run_virtual, work
 from engine_kit import config_for, running_engine, work_source
 
-from exporter.flow import FlowLedger
+from exporter.folds.flow import FlowLedger
 
 PAGE = 200
 TEMPLATE = [work(s, age=30, heartbeat_age=3) for s in ("queued", "active", "starting", "stopped")]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from exporter.models import (
+from exporter.api.codec import (
     MAX_CURSOR_LENGTH,
     QueueStats,
     UpstreamFormatError,

@@ -24,9 +24,9 @@ from fake_upstream import FakeUpstream, fake_upstream
 from processes import wait_for
 from upstream import running_exporter
 
-from exporter.config import Config, parse_config
-from exporter.server import ServerLimits
-from exporter.web import load_web_config
+from exporter.config.model import Config, parse_config
+from exporter.web.auth import load_web_config
+from exporter.web.server import ServerLimits
 
 KEYS = {
     "ANTHROPIC_ENVIRONMENT_KEY": "sk-shared-key-0123456789",

@@ -20,13 +20,12 @@ from processes import exporter_process, simulator_process, wait_for
 from upstream import running_exporter, running_simulator, static_env
 
 from exporter.cli import loader
-from exporter.collectors.exporter import ReloadState
-from exporter.config import load_config, parse_config
-from exporter.runtime import Reloader
-from exporter.server import TlsContext
-from exporter.shard import Shard
+from exporter.config.model import load_config, parse_config
+from exporter.running.reload import Reloader, ReloadState
+from exporter.running.shard import Shard
 from exporter.simulator import Faults
-from exporter.web import load_web_config
+from exporter.web.auth import load_web_config
+from exporter.web.server import TlsContext
 from exporter.wiring import Lasting, build
 
 NOW = time.time()

@@ -18,7 +18,7 @@ from exposition import samples, value
 from processes import wait_for
 from upstream import config_for, running_exporter, running_simulator, static_env
 
-from exporter.server import ServerLimits
+from exporter.web.server import ServerLimits
 
 NOW = time.time()
 PARTIAL_REQUEST = b"GET /metrics HTTP/1.1\r\nHost: exporter\r\nX-Prometheus-Scrape-Timeout-Seconds: 5\r\n"

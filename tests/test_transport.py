@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from exporter.client import TransportFailure, UpstreamClient
-from exporter.transport import AiohttpTransport
+from exporter.api.client import TransportFailure, UpstreamClient
+from exporter.api.transport import AiohttpTransport
 
 LIMIT = 1 << 20
 

@@ -20,11 +20,11 @@ from exposition import samples, value
 from tools import require
 from upstream import config_for, running_exporter, running_simulator, static_env
 
-from exporter.app import MAX_SCRAPE_TIMEOUT_SECONDS, scrape_budget
-from exporter.config import ConfigError, ScrapeConfig
+from exporter.config.model import ConfigError, ScrapeConfig
 from exporter.logs import LogfmtFormatter
 from exporter.simulator import Faults
-from exporter.web import BasicAuth, load_web_config
+from exporter.web.app import MAX_SCRAPE_TIMEOUT_SECONDS, scrape_budget
+from exporter.web.auth import BasicAuth, load_web_config
 
 NOW = time.time()
 BCRYPT_PW = "$2y$04$5rdYXI91QPOFthQdfP4jSerUv2iCnvWhLd/KhtLAdmNXDUKCgnHaq"  # "pw", cost 4

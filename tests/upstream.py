@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from exporter.cli import run_exporter
-from exporter.config import ApiConfig, Config, Credentials, Environment, ScrapeConfig, Secret
-from exporter.runtime import Reloader
-from exporter.server import ServerLimits, bind
+from exporter.config.model import ApiConfig, Config, Credentials, Environment, ScrapeConfig, Secret
+from exporter.running.reload import Reloader
+from exporter.running.targets import Shard
 from exporter.simulator import SimEnvironment, Simulator, demo_environments, serve, static_items
-from exporter.targets import Shard
-from exporter.web import WebConfig
+from exporter.web.auth import WebConfig
+from exporter.web.server import ServerLimits, bind
 
 DEMO_ENVS = tuple(env.id for env in demo_environments())
 
