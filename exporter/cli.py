@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from exporter import __version__
 from exporter.config.flags import parse_args, parse_listen_address, parse_shard
 from exporter.config.model import Config, ConfigError, load_config
+from exporter.config.shard import Shard
 from exporter.logs import setup_logging
 from exporter.metrics.own import (
     BudgetCollector,
@@ -35,7 +36,6 @@ from exporter.metrics.own import (
 )
 from exporter.redact import Redactor
 from exporter.running.reload import Load, Reloader, ReloadState
-from exporter.running.shard import Shard
 from exporter.web.app import ExporterApp
 from exporter.web.auth import WebConfig, load_web_config
 from exporter.web.server import HttpServer, ServerLimits, TlsContext, bind

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 from prometheus_client.registry import Collector
@@ -24,6 +23,7 @@ from exporter.api.client import UpstreamClient
 from exporter.api.requests import RetryingGet
 from exporter.api.transport import AiohttpTransport
 from exporter.config.model import Config
+from exporter.config.shard import Shard
 from exporter.endpoints import ENDPOINTS, Shared
 from exporter.folds.flow import FlowLedger
 from exporter.metrics.exposition import Exposition
@@ -36,7 +36,7 @@ from exporter.running.failures import FailureLog
 from exporter.running.isolation import Boundary
 from exporter.running.keywatch import KeyWatcher
 from exporter.running.policies import BackgroundPolicy, OnDemandPolicy, Policy, RefreshSchedule
-from exporter.running.shard import Shard
+from exporter.running.reload import Served
 from exporter.running.store import ResultStore
 from exporter.running.targets import DiscoveryState, KeyStore, Targets
 from exporter.running.timer import Timer
@@ -100,18 +100,6 @@ class Lasting:
     def live(self, environment_ids: Sequence[str]) -> list[Collector]:
         """The families that change with every request."""
         return [EngineCountersCollector(self.counters, environment_ids)]
-
-
-@dataclass
-class Served:
-    """What one config generation serves with."""
-
-    policy: Policy
-    targets: Targets
-    engine: Engine  # for the debug page's fresh listings
-    start: Callable[[], Coroutine[Any, Any, None]]  # keys read, targets merged, timers started
-    retire: Callable[[], None]  # a newer generation took over: start nothing more
-    aclose: Callable[[bool], Coroutine[Any, Any, None]]  # stop; True: let listings in flight end first
 
 
 def build(config: Config, lasting: Lasting, shard: Shard) -> Served:

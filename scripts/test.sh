@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install everything the tests need, then run them all: lint, unit, socket and
+# Install everything the tests need, then run them all: lint, the import contracts, unit, socket and
 # end-to-end tests, and the checks against real Prometheus, promtool, Alertmanager,
 # helm and kubectl. Run from anywhere; as root it installs the Debian packages
 # prometheus, prometheus-alertmanager, openssl and unzip when they are missing, and
@@ -70,4 +70,5 @@ fi
 "$PY" -m ruff check .
 "$PY" -m ruff format --check .
 "$PY" -m mypy
+"$PY" -c 'import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())'  # the layers
 "$PY" -m pytest "$@"

@@ -101,7 +101,7 @@ CLI = "main (exporter/cli.py:183)"
 RAW_PROFILE = "\n".join(
     [
         f"{CLI};Engine._list (exporter/running/engine.py:334);parse_work_page (exporter/api/codec.py:400) 7",
-        f"{CLI};UpstreamClient.get (exporter/api/client.py:84);ClientSession._request (aiohttp/client.py:70) 2",
+        f"{CLI};UpstreamClient.get (exporter/api/client.py:8);ClientSession._request (aiohttp/client.py:7) 2",
         f"{CLI};current_async_library (httpcore/s.py:2);_find_and_load (<frozen importlib._bootstrap>:1) 1",
         f"{CLI};select (selectors.py:468) 5",
     ]

@@ -25,10 +25,10 @@ from upstream import running_exporter, running_simulator
 from exporter.api.codec import ListedEnvironment
 from exporter.config.flags import parse_shard
 from exporter.config.model import parse_config
+from exporter.config.shard import Shard
 from exporter.redact import Redactor
 from exporter.running.failures import FailureLog
 from exporter.running.isolation import Boundary
-from exporter.running.shard import Shard
 from exporter.running.targets import DiscoveryState, KeyStore, Targets
 from exporter.simulator import API_KEY, SimEnvironment, static_items
 from exporter.wiring import Lasting, build

@@ -34,13 +34,13 @@ from exporter.api.codec import (
     MAX_COUNT,
     MAX_CURSOR_LENGTH,
     UpstreamFormatError,
-    environment_id_problem,
     parse_environments_page,
     parse_stats,
     parse_timestamp,
     parse_work_page,
 )
 from exporter.config.model import ConfigError, parse_config
+from exporter.config.vocabulary import environment_id_problem
 from exporter.logs import LogfmtFormatter
 from exporter.web.auth import load_web_config
 

@@ -15,6 +15,7 @@ from conftest import NOW, page, run_virtual, work
 from engine_kit import API, config_for, running_engine, work_source
 from prometheus_client import CollectorRegistry
 
+from exporter.config.shard import Shard
 from exporter.folds.flow import FlowLedger
 from exporter.metrics.scrape import ScrapeCollector
 from exporter.redact import Redactor
@@ -22,7 +23,6 @@ from exporter.running.failures import FailureLog
 from exporter.running.isolation import Boundary
 from exporter.running.policies import BackgroundPolicy, OnDemandPolicy, RefreshSchedule
 from exporter.running.reload import Reloader, ReloadState
-from exporter.running.shard import Shard
 from exporter.running.store import ResultStore
 from exporter.web.server import TlsContext
 from exporter.wiring import Lasting, build

@@ -21,8 +21,8 @@ from upstream import running_exporter, running_simulator, static_env
 
 from exporter.cli import loader
 from exporter.config.model import load_config, parse_config
+from exporter.config.shard import Shard
 from exporter.running.reload import Reloader, ReloadState
-from exporter.running.shard import Shard
 from exporter.simulator import Faults
 from exporter.web.auth import load_web_config
 from exporter.web.server import TlsContext

@@ -29,15 +29,15 @@ from urllib.parse import quote
 
 import msgspec
 
+from exporter.config.vocabulary import (
+    environment_id_problem,
+)
+
 # -- requests --------------------------------------------------------------------
 
 VERSION_HEADER = "anthropic-version"
 BETA_HEADER = "anthropic-beta"
 WORKSPACE_HEADER = "anthropic-workspace-id"
-MANAGED_AGENTS_BETA = "managed-agents-2026-04-01"
-DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
-# What each credential kind is sent as.
-CREDENTIAL_TYPES = ("environment_key", "api_key")
 PAGE_SIZE_PARAM = "limit"
 CURSOR_PARAM = "page"
 
@@ -47,27 +47,6 @@ def auth_headers(credential_type: str, key: str) -> dict[str, str]:
     if credential_type == "environment_key":
         return {"Authorization": f"Bearer {key}"}
     return {"X-Api-Key": key}
-
-
-# An environment id is one URL path segment: printable ASCII without these, not . or ..
-MAX_ENVIRONMENT_ID_LENGTH = 256
-_PRINTABLE_TOKEN = re.compile(r"[!-~]+")
-_PATH_UNSAFE = re.compile(r"[/?#%]")
-
-
-def environment_id_problem(value: object) -> str | None:
-    """Why `value` cannot be an environment id, or None when it can (SPEC: one safe path segment)."""
-    if not isinstance(value, str) or not value:
-        return "must be a non-empty string"
-    if len(value) > MAX_ENVIRONMENT_ID_LENGTH:
-        return f"is {len(value)} characters long (at most {MAX_ENVIRONMENT_ID_LENGTH})"
-    if not _PRINTABLE_TOKEN.fullmatch(value):
-        return "must be printable ASCII without spaces"
-    if _PATH_UNSAFE.search(value):
-        return "must not contain / ? # or %"
-    if value in (".", ".."):
-        return "must not be . or .."
-    return None
 
 
 def work_path(environment_id: str) -> str:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 
 from exporter import __version__
-from exporter.running.shard import Shard
+from exporter.config.shard import Shard
 
 LOG_LEVELS = ("debug", "info", "warn", "error")
 

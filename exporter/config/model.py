@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from exporter.api.codec import (
+from exporter.config.keys import FileSecret, KeyProblem, Secret, read_key_file, usable_key
+from exporter.config.vocabulary import (
     CREDENTIAL_TYPES,
     DEFAULT_ANTHROPIC_VERSION,
     MANAGED_AGENTS_BETA,
     environment_id_problem,
 )
-from exporter.config.keys import FileSecret, KeyProblem, Secret, read_key_file, usable_key
 from exporter.config.yamldoc import ConfigError, YamlDocument
 
 __all__ = ["ConfigError", "Credentials", "Environment", "Secret", "load_config", "parse_config"]

@@ -9,9 +9,9 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.api.budget import RequestBudget
+from exporter.config.shard import Shard
 from exporter.running.policies import RefreshSchedule
 from exporter.running.reload import ReloadState
-from exporter.running.shard import Shard
 from exporter.running.targets import DiscoveryState
 
 

@@ -21,16 +21,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
 from exporter.config.model import Config, ConfigError
 from exporter.running.engine import Engine
 from exporter.running.policies import Policy
 from exporter.running.targets import Targets
-from exporter.web.auth import WebConfig
-from exporter.web.server import TlsContext
-from exporter.wiring import Served
 
 log = logging.getLogger("exporter.reload")
 LOAD_SECONDS = 30.0  # reading both files; key files never block (keyfiles), a hung file system might
@@ -45,14 +43,40 @@ class ReloadState:
     message: str = ""  # why the last reload was refused; "" after a success
 
 
-Load = Callable[[], tuple[Config, WebConfig | None]]
+@dataclass
+class Served:
+    """What one config generation serves with."""
+
+    policy: Policy
+    targets: Targets
+    engine: Engine  # for the debug page's fresh listings
+    start: Callable[[], Coroutine[Any, Any, None]]  # keys read, targets merged, timers started
+    retire: Callable[[], None]  # a newer generation took over: start nothing more
+    aclose: Callable[[bool], Coroutine[Any, Any, None]]  # stop; True: let listings in flight end first
+
+
+W = TypeVar("W")  # the web config: the web side's, opaque here
+W_contra = TypeVar("W_contra", contravariant=True)
+
+
+class WebSide(Protocol[W_contra]):
+    """The web side of a reload (the server's TLS): the reloader hands it each web config."""
+
+    def refusal(self, running: W_contra, loaded: W_contra) -> str | None:
+        """Why `loaded` cannot replace `running` without a restart, or None."""
+
+    def apply(self, web: W_contra) -> None:
+        """Use `web` from now on (new connections)."""
+
+
+Load = Callable[[], tuple[Config, W]]
 Build = Callable[[Config], Served]
 
 
 @dataclass
-class Runtime:
+class Runtime(Generic[W]):
     config: Config
-    web: WebConfig | None
+    web: W
     served: Served
     users: int = 0
     retired: bool = False
@@ -70,17 +94,17 @@ class Runtime:
         return self.served.engine
 
 
-class Reloader:
+class Reloader(Generic[W]):
     """Holds the current Runtime and replaces it on reload."""
 
     def __init__(
         self,
-        initial: tuple[Config, WebConfig | None],
-        load: Load,
+        initial: tuple[Config, W],
+        load: Load[W],
         build: Build,
         *,
         state: ReloadState,
-        tls: TlsContext,
+        tls: WebSide[W],
         forget: Callable[[set[str]], None],
         clean: Callable[[str], str] = lambda text: text,
         wall_clock: Callable[[], float] = time.time,
@@ -96,10 +120,10 @@ class Reloader:
         self._lock = asyncio.Lock()
         self._next: asyncio.Task[list[str]] | None = None  # the reload the ones asked for now share
         self._closing: set[asyncio.Task[None]] = set()
-        self._current: Runtime | None = None
+        self._current: Runtime[W] | None = None
 
     @property
-    def current(self) -> Runtime:
+    def current(self) -> Runtime[W]:
         assert self._current is not None, "Reloader.start() first"
         return self._current
 
@@ -109,11 +133,11 @@ class Reloader:
         served = self._build(config)
         await served.start()
         self._current = Runtime(config, web, served)
-        self.tls.context = web.ssl_context if web else None
+        self.tls.apply(web)
         self.state.successful, self.state.last_success_timestamp = True, self.wall_clock()
 
     @contextlib.contextmanager
-    def use(self) -> Iterator[Runtime]:
+    def use(self) -> Iterator[Runtime[W]]:
         """The current runtime, kept open until the caller is done with it."""
         runtime = self.current
         runtime.users += 1
@@ -146,10 +170,9 @@ class Reloader:
             # A file that cannot be read in time (a hung file system) refuses the reload; the
             # thread is left to end, and the reloads after this one are not held up by it.
             config, web = await asyncio.wait_for(asyncio.to_thread(self._load), LOAD_SECONDS)
-            old_tls = self.current.web is not None and self.current.web.ssl_context is not None
-            new_tls = web is not None and web.ssl_context is not None
-            if old_tls != new_tls:
-                raise ConfigError(["web config: turning TLS on or off needs a restart of the exporter"])
+            refusal = self.tls.refusal(self.current.web, web)
+            if refusal is not None:
+                raise ConfigError([refusal])
             served = self._build(config)
             await served.start()
         except ConfigError as exc:
@@ -163,7 +186,7 @@ class Reloader:
             return await self._refuse([problem], served)
         old = self.current
         self._current = Runtime(config, web, served)
-        self.tls.context = web.ssl_context if web else None
+        self.tls.apply(web)
         self.forget({env.id for env in served.targets.environments()})
         old.retired = True
         old.served.retire()

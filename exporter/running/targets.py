@@ -28,9 +28,9 @@ from typing import TypeVar
 
 from exporter.api.codec import ListedEnvironment
 from exporter.config.model import NO_CREDENTIALS, Config, Credentials, Environment
+from exporter.config.shard import Shard
 from exporter.pace import Pace
 from exporter.running.isolation import Boundary
-from exporter.running.shard import Shard
 
 log = logging.getLogger("exporter.targets")
 T = TypeVar("T")

@@ -31,6 +31,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from exporter.redact import Redactor
+from exporter.web.auth import WebConfig
 
 log = logging.getLogger("exporter.server")
 
@@ -50,6 +51,19 @@ class TlsContext:
 
     def __init__(self, context: ssl.SSLContext | None):
         self.context = context
+
+    def refusal(self, running: WebConfig | None, loaded: WebConfig | None) -> str | None:
+        """Turning TLS on or off changes the listening socket's protocol: that needs a restart."""
+        if _tls(running) != _tls(loaded):
+            return "web config: turning TLS on or off needs a restart of the exporter"
+        return None
+
+    def apply(self, web: WebConfig | None) -> None:
+        self.context = web.ssl_context if web is not None else None
+
+
+def _tls(web: WebConfig | None) -> bool:
+    return web is not None and web.ssl_context is not None
 
 
 class _Connections:
