@@ -26,11 +26,11 @@ from exporter import __version__
 from exporter.config.flags import parse_args, parse_listen_address, parse_shard
 from exporter.config.model import Config, ConfigError, load_config
 from exporter.config.shard import Shard
+from exporter.endpoints import ENDPOINTS, Endpoint
 from exporter.logs import setup_logging
 from exporter.metrics.own import (
     BudgetCollector,
     BuildInfoCollector,
-    DiscoveryCollector,
     ReloadCollector,
     SchedulerCollector,
 )
@@ -59,7 +59,8 @@ def build_registry(
     registry.register(BuildInfoCollector(shard, watched, known))
     registry.register(ReloadCollector(reload_state))
     registry.register(BudgetCollector(lasting.budget))
-    registry.register(DiscoveryCollector(lasting.discovered))
+    for collector in lasting.account():  # the account-wide endpoints' metrics (discovery)
+        registry.register(collector)
     registry.register(SchedulerCollector(lasting.schedule))
     return registry
 
@@ -107,9 +108,11 @@ async def run_exporter(
     shard: Shard | None = None,
     limits: ServerLimits | None = None,
     on_started: Callable[[Reloader], None] | None = None,
+    endpoints: Sequence[Endpoint] = ENDPOINTS,
 ) -> None:
-    """Serve on `sock` until `stop` is set; then stop gracefully."""
-    lasting, state, tls, shard = Lasting(), ReloadState(), TlsContext(None), shard or Shard()
+    """Serve on `sock` until `stop` is set; then stop gracefully. `endpoints`: what is read upstream."""
+    lasting, state, tls = Lasting(endpoints=endpoints), ReloadState(), TlsContext(None)
+    shard = shard or Shard()
     reloader = Reloader(
         initial,
         load,
@@ -130,6 +133,7 @@ async def run_exporter(
     app = ExporterApp(
         reloader, registry, lasting.exposition, lasting.store, state, clean=lasting.redactor.clean, demo=demo
     )
+    app.start()
     server = HttpServer(app, sock, tls, limits or ServerLimits())
     await server.start()
     if on_started is not None:
@@ -137,6 +141,7 @@ async def run_exporter(
     await stop.wait()
     log.info("shutting down")
     await server.stop()
+    await app.aclose()
     await reloader.aclose()
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from exporter.config.model import ApiConfig, BreakdownConfig, Config, Credentials, Environment, Secret
+from exporter.endpoints import ENDPOINTS, Endpoint
 from exporter.simulator import Simulator, demo_environments, serve
 
 log = logging.getLogger("exporter.demo")
@@ -25,9 +27,10 @@ def demo_config(simulator_url: str, simulator: Simulator) -> Config:
     )
 
 
-def start_demo() -> Config:
-    """Start the simulator on a free loopback port; return a config that points at it."""
-    simulator = Simulator(demo_environments())
+def start_demo(endpoints: Sequence[Endpoint] = ENDPOINTS) -> Config:
+    """Start the simulator on a free loopback port, serving each endpoint's route; return a config
+    that points at it."""
+    simulator = Simulator(demo_environments(), routes=[endpoint.simulate for endpoint in endpoints])
     server = serve(simulator, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.server_port}"
     log.info("demo: simulated API started", extra={"url": url, "environments": len(simulator.environments)})

@@ -1,8 +1,12 @@
 """Wiring: what outlives a reload (`Lasting`), and one config generation built on it (`build`).
 
-    config -> connection pools -> client -> retrying GET -> sources (endpoints.ENDPOINTS)
-           -> engine -> refresh policy;   targets (configured + discovered, in this shard),
-           key watcher, discovery
+    config -> connection pools -> client -> retrying GET -> sources (each endpoint's)
+           -> engine -> result store -> (the web side) exposition;
+           targets (configured + discovered, in this shard), key watcher, discovery
+
+The endpoints (`endpoints.ENDPOINTS`, or others handed in) are wired here and only here:
+their sources into the engine, their collectors into the exposition, their long-lived
+state into `Lasting`.
 
 `build` only constructs; `Served.start()` reads the keys, merges discovered
 environments and starts the timers, so a reload can be refused if any of it raises.
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -24,7 +28,8 @@ from exporter.api.requests import RetryingGet
 from exporter.api.transport import AiohttpTransport
 from exporter.config.model import Config
 from exporter.config.shard import Shard
-from exporter.endpoints import ENDPOINTS, Shared
+from exporter.endpoints import DISCOVERY, ENDPOINTS, PRIMARY, Endpoint
+from exporter.endpoints.declaration import KeptPerEnvironment, State
 from exporter.folds.flow import FlowLedger
 from exporter.metrics.exposition import Exposition
 from exporter.metrics.scrape import EngineCountersCollector, ScrapeCollector
@@ -37,7 +42,7 @@ from exporter.running.isolation import Boundary
 from exporter.running.keywatch import KeyWatcher
 from exporter.running.policies import BackgroundPolicy, OnDemandPolicy, Policy, RefreshSchedule
 from exporter.running.reload import Served
-from exporter.running.store import ResultStore
+from exporter.running.store import NO_COUNTS, ResultStore
 from exporter.running.targets import DiscoveryState, KeyStore, Targets
 from exporter.running.timer import Timer
 
@@ -48,11 +53,9 @@ class Lasting:
 
     counters: EngineCounters = field(default_factory=EngineCounters)
     failures: FailureLog = field(default_factory=FailureLog)
-    redactor: Redactor = field(default_factory=Redactor)  # every key ever read, to scrub logs of
+    redactor: Redactor = field(default_factory=Redactor)  # every key in use, to scrub logs of
     store: ResultStore = field(default_factory=ResultStore)
-    ledger: FlowLedger = field(default_factory=FlowLedger)
     budget: RequestBudget = field(default_factory=RequestBudget)
-    discovered: DiscoveryState = field(default_factory=DiscoveryState)
     keys: KeyStore = field(default_factory=KeyStore)
     schedule: RefreshSchedule = field(default_factory=RefreshSchedule)
     # Made once per process: loading the CA bundle for every reload would cost a
@@ -61,41 +64,68 @@ class Lasting:
     wall_clock: Callable[[], float] = time.time
     # One environment's connections to the API; tests give httpx's own transport, which respx fakes.
     transport: Callable[[ssl.SSLContext], httpx.AsyncBaseTransport] = AiohttpTransport
+    # What is read upstream: the first is the primary endpoint (its outcome is scrape_success).
+    endpoints: Sequence[Endpoint] = ENDPOINTS
+    states: dict[str, State] = field(init=False)  # each endpoint's long-lived state, by its name
     boundary: Boundary = field(init=False)
     exposition: Exposition = field(init=False)
-    watched: set[str] | None = None  # None until the first generation says
 
     def __post_init__(self) -> None:
+        self.states = {endpoint.name: endpoint.state() for endpoint in self.endpoints}
         self.boundary = Boundary(self.failures, self.redactor)
-        self.shared = Shared(self.ledger, self.wall_clock)
-        self.exposition = Exposition(self.per_environment, self.live, self.ledger.mark, self.boundary)
+        self.store.counts = self.counts
+        self.exposition = Exposition(self.per_environment, self.live, self.version, self.boundary)
+
+    @property
+    def ledger(self) -> FlowLedger:
+        """The work listing's flow ledger: transitions counted once, kept across reloads."""
+        ledger: FlowLedger = self.states[PRIMARY.name]
+        return ledger
+
+    @property
+    def discovered(self) -> DiscoveryState:
+        """What the last successful discovery found."""
+        state: DiscoveryState = self.states[DISCOVERY.name]
+        return state
 
     def forget_all_but(self, environment_ids: set[str]) -> None:
         """Drop what is kept for environments no longer watched."""
-        self.watched = environment_ids
         self.store.forget_all_but(environment_ids)
-        self.ledger.forget_all_but(environment_ids)
+        for state in self.states.values():
+            if isinstance(state, KeptPerEnvironment):
+                state.forget_all_but(environment_ids)
         self.exposition.forget_all_but(environment_ids)
         self.counters.forget_all_but(environment_ids)
         self.failures.forget_all_but(environment_ids)
 
-    def keep(self, result: EnvironmentResult) -> None:
-        """A listing's result as it ends: stored, and rendered ahead of the next scrape.
-
-        A listing of a replaced generation may end after its environment stopped being
-        watched: its result is dropped, so nothing kept outgrows what is watched.
-        """
-        if self.watched is not None and result.environment.id not in self.watched:
-            return
-        self.store.put(result)
-        self.exposition.prepare(result)
-
     def per_environment(self, results: Sequence[EnvironmentResult]) -> list[Collector]:
         """The families that change only when an environment's listing ends (or its counters reset)."""
         collectors: list[Collector] = [ScrapeCollector(results, self.store.last_success)]
-        for endpoint in ENDPOINTS:
-            collectors += endpoint.collectors(results, self.shared)
+        for endpoint in self.endpoints:
+            if endpoint.per_environment:
+                collectors += endpoint.collectors(results, self.states[endpoint.name])
         return collectors
+
+    def account(self) -> list[Collector]:
+        """The families of the account-wide endpoints (discovery), for the exporter's own metrics."""
+        return [
+            collector
+            for endpoint in self.endpoints
+            if not endpoint.per_environment
+            for collector in endpoint.collectors((), self.states[endpoint.name])
+        ]
+
+    def version(self, environment_id: str) -> tuple[object, ...]:
+        """What an environment's rendered families depend on besides its result, endpoint by endpoint."""
+        return tuple(
+            endpoint.version(self.states[endpoint.name], environment_id) for endpoint in self.endpoints
+        )
+
+    def counts(self, result: EnvironmentResult) -> Mapping[str, int]:
+        """Items per state, from the primary endpoint's value, for the landing page."""
+        primary = self.endpoints[0]
+        value = result.values.get(primary.name)
+        return primary.counts(value) if value is not None and primary.counts is not None else NO_COUNTS
 
     def live(self, environment_ids: Sequence[str]) -> list[Collector]:
         """The families that change with every request."""
@@ -118,13 +148,17 @@ def build(config: Config, lasting: Lasting, shard: Shard) -> Served:
         wall_clock=lasting.wall_clock,
     )
     engine = Engine(
-        [endpoint.source(config, lasting.shared) for endpoint in ENDPOINTS],
+        [
+            endpoint.make_source(config, lasting.states[endpoint.name], lasting.wall_clock)
+            for endpoint in lasting.endpoints
+            if endpoint.per_environment
+        ],
         requests,
         concurrency=config.scrape.concurrency,
         observer=lasting.counters,
         failures=lasting.failures,
         redactor=lasting.redactor,
-        on_result=lasting.keep,
+        on_result=lasting.store.put,
         wall_clock=lasting.wall_clock,
     )
     targets = Targets(config, shard, lasting.discovered, lasting.keys, lasting.boundary)
@@ -139,7 +173,15 @@ def build(config: Config, lasting: Lasting, shard: Shard) -> Served:
 
     watcher = KeyWatcher(config, lasting.keys, lasting.redactor.hold, changed)
     discovery = (
-        Discovery(config.discovery, requests, lasting.discovered, lasting.redactor, changed)
+        Discovery(
+            config.discovery,
+            requests,
+            lasting.discovered,
+            lasting.redactor,
+            changed,
+            path=DISCOVERY.path,
+            decode=DISCOVERY.decode,
+        )
         if config.discovery is not None
         else None
     )

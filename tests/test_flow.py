@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 
 from exporter.config.model import BucketConfig
-from exporter.endpoints.flow_collectors import FlowCollector
+from exporter.endpoints.work import FlowCollector
 from exporter.folds.flow import FlowLedger
 from exporter.simulator import rfc3339
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from exporter.cli import run_exporter
 from exporter.config.model import ApiConfig, Config, Credentials, Environment, ScrapeConfig, Secret
+from exporter.endpoints import ENDPOINTS, Endpoint
 from exporter.running.reload import Reloader
 from exporter.running.targets import Shard
 from exporter.simulator import SimEnvironment, Simulator, demo_environments, serve, static_items
@@ -73,8 +74,10 @@ def running_exporter(
     load: Callable[[], tuple[Config, WebConfig | None]] | None = None,
     limits: ServerLimits | None = None,
     shard: Shard | None = None,
+    endpoints: Sequence[Endpoint] = ENDPOINTS,
 ) -> Iterator[Exporter]:
-    """The exporter wired as the CLI wires it, on its own event loop in a thread."""
+    """The exporter wired as the CLI wires it, on its own event loop in a thread; `endpoints`: what it
+    reads upstream."""
     limits = limits or ServerLimits()
     sock = bind("127.0.0.1", 0, limits.backlog)
     loop = asyncio.new_event_loop()
@@ -95,6 +98,7 @@ def running_exporter(
             limits=limits,
             shard=shard,
             on_started=on_started,
+            endpoints=endpoints,
         )
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), name="exporter", daemon=True)

@@ -49,19 +49,22 @@ def auth_headers(credential_type: str, key: str) -> dict[str, str]:
     return {"X-Api-Key": key}
 
 
+WORK_PATH = "/v1/environments/{environment_id}/work"
+STATS_PATH = "/v1/environments/{environment_id}/work/stats"
+
+
 def work_path(environment_id: str) -> str:
-    return f"/v1/environments/{quote(environment_id, safe='')}/work"
+    return WORK_PATH.format(environment_id=quote(environment_id, safe=""))
 
 
 ENVIRONMENTS_PATH = "/v1/environments"
 
 
-def environments_params(page_size: int, cursor: str | None) -> dict[str, str | int]:
-    return {**page_params(page_size, cursor), "include_archived": "false"}
+INCLUDE_ARCHIVED_PARAM = "include_archived"
 
 
 def stats_path(environment_id: str) -> str:
-    return f"/v1/environments/{quote(environment_id, safe='')}/work/stats"
+    return STATS_PATH.format(environment_id=quote(environment_id, safe=""))
 
 
 def page_params(page_size: int, cursor: str | None) -> dict[str, str | int]:

@@ -1,56 +1,25 @@
-"""Every upstream endpoint read per environment: its source and its collectors, in one table.
+"""Every upstream endpoint the exporter reads, each declared once (`declaration.Endpoint`).
 
-Adding an endpoint is a source module (request, parse, fold: `sources/`), a
-collector module (`collectors/`), and one line in `ENDPOINTS`. The first endpoint
-is the primary one: its outcome is the environment's `scrape_success`.
+One module per endpoint: the work listing (`work`), the queue statistics (`stats`), and
+discovery (`environments`). Each module ends with its declaration: path, decoder,
+source, collectors, credentials, long-lived state and the simulator's route. `ENDPOINTS`
+is what the exporter and `--demo`'s simulator are built with; a new endpoint is a new
+module and one more entry here (or, for a test, handed to both: `tests/test_endpoints.py`).
+The first is the primary one: its outcome is the environment's `scrape_success`.
 
-A source is built per config generation (it may read the config); collectors are
-built per render, from the results they show and what outlives a reload.
+This layer joins what the layers below hold apart (a source from `running`'s protocol,
+folds, the wire codec; collectors from `metrics`; the simulator's route). It may import
+every layer below it; only the wiring, the web side and the command line import it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from exporter.endpoints.declaration import Endpoint
+from exporter.endpoints.environments import DISCOVERY
+from exporter.endpoints.stats import STATS
+from exporter.endpoints.work import WORK
 
-from prometheus_client.registry import Collector
+ENDPOINTS: tuple[Endpoint, ...] = (WORK, STATS, DISCOVERY)
+PRIMARY = WORK
 
-from exporter.config.model import Config
-from exporter.endpoints.flow_collectors import FlowCollector
-from exporter.endpoints.stats import StatsSource
-from exporter.endpoints.stats_collectors import StatsCollector
-from exporter.endpoints.work import WorkSource
-from exporter.endpoints.work_collectors import WorkCollector
-from exporter.folds.flow import FlowLedger
-from exporter.results import EnvironmentResult
-from exporter.running.sources import Source, WallClock
-
-
-@dataclass(frozen=True)
-class Shared:
-    """What sources and collectors may use besides the config: long-lived, passed in."""
-
-    ledger: FlowLedger
-    wall_clock: WallClock
-
-
-class Endpoint(NamedTuple):
-    source: Callable[[Config, Shared], Source[Any]]
-    collectors: Callable[[Sequence[EnvironmentResult], Shared], list[Collector]]
-
-
-def _ids(results: Sequence[EnvironmentResult]) -> list[str]:
-    return [result.environment.id for result in results]
-
-
-ENDPOINTS: tuple[Endpoint, ...] = (
-    Endpoint(
-        lambda config, shared: WorkSource.from_config(config, shared.ledger, shared.wall_clock),
-        lambda results, shared: [WorkCollector(results), FlowCollector(shared.ledger, _ids(results))],
-    ),
-    Endpoint(
-        lambda config, shared: StatsSource(shared.wall_clock),
-        lambda results, shared: [StatsCollector(results)],
-    ),
-)
+__all__ = ["DISCOVERY", "ENDPOINTS", "PRIMARY", "STATS", "WORK", "Endpoint"]

@@ -9,11 +9,13 @@ own, once per (result, format), and a scrape splices the rendered pieces togethe
 family by family. The splice gives exactly the bytes prometheus-client would
 give for all of them at once (`tests/test_exposition.py` compares the two).
 
-A new result is rendered as it arrives (`prepare`), in the formats scrapes have
-asked for, so that a scrape in background mode only splices: rendering costs
-about 10 µs a sample in the text format and 18 µs in OpenMetrics, most of it
-prometheus-client escaping label values. Only the formats of `negotiate.FORMATS`
-exist, so what is kept cannot grow with what clients send.
+A new result is rendered ahead of the scrape that will show it (`prepare`), in the
+formats scrapes have asked for, so that a scrape in background mode only splices:
+rendering costs about 10 µs a sample in the text format and 18 µs in OpenMetrics, most
+of it prometheus-client escaping label values. Results flow one way: the engine writes
+them into the `ResultStore` and never renders; the web side runs `keep_rendered`, which
+reads the store's feed of changed environments and prepares each. Only the formats of
+`formats.FORMATS` exist, so what is kept cannot grow with what clients send.
 
 Rendering one environment is a step of that environment (`isolation.Boundary`):
 if it raises, that environment is shown failed (`internal`, logged once with the
@@ -30,6 +32,7 @@ same collectors, uncached: it is for small answers.
 
 from __future__ import annotations
 
+import logging
 import re
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -43,6 +46,9 @@ from exporter.metrics.formats import Format
 from exporter.pace import Pace
 from exporter.results import EnvironmentResult
 from exporter.running.isolation import Boundary
+from exporter.running.store import ResultStore
+
+log = logging.getLogger("exporter.exposition")
 
 # Level 1: a fleet's 2 MB compresses in 5 ms to 105 kB; level 9 (gzip's default) takes
 # 50 ms for 80 kB. A scrape waits on the CPU, not on the bytes.
@@ -129,6 +135,24 @@ class Exposition:
         for fmt in self._formats.values():
             self._families(result, fmt)
 
+    async def keep_rendered(self, store: ResultStore) -> None:
+        """Prepare every result the store receives, as it does; runs until cancelled.
+
+        Rendering one environment is already its own boundary (`_render`); anything else that
+        raises here is our bug, logged, and the renderer goes on: a scrape renders what it
+        finds unrendered anyway."""
+        while True:
+            changed = await store.changed()
+            pace = Pace()
+            try:
+                for env_id in changed:
+                    result = store.latest(env_id)
+                    if result is not None:
+                        self.prepare(result)
+                    await pace()
+            except Exception:  # our own bug: the next scrape renders what is left
+                log.exception("rendering results ahead of the scrapes failed; going on")
+
     def forget_all_but(self, environment_ids: set[str]) -> None:
         """Drop what is kept for environments no longer watched."""
         for env_id in set(self._rendered) - environment_ids:
@@ -138,7 +162,7 @@ class Exposition:
         env_id = result.environment.id
         version = self.version(env_id)
         rendered = self._rendered.get(env_id)
-        if rendered is None or rendered.result is not result or rendered.version is not version:
+        if rendered is None or rendered.result is not result or not _same(rendered.version, version):
             rendered = self._rendered[env_id] = _Rendered(result, version)
         families = rendered.formats.get(fmt.content_type)
         if families is None:
@@ -181,6 +205,13 @@ class Exposition:
         if own is not None:
             registry.register(own)
         return registry
+
+
+def _same(kept: object, now: object) -> bool:
+    """The same version: the same objects (a tuple of them, element by element), never compared by value."""
+    if isinstance(kept, tuple) and isinstance(now, tuple):
+        return len(kept) == len(now) and all(a is b for a, b in zip(kept, now, strict=True))
+    return kept is now
 
 
 def _registry(collectors: Iterable[Collector]) -> CollectorRegistry:

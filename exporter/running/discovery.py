@@ -23,15 +23,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import aclosing
 
 from exporter.api.codec import (
     ENVIRONMENTS_PATH,
+    INCLUDE_ARCHIVED_PARAM,
+    EnvironmentsPage,
     ListedEnvironment,
     UpstreamFormatError,
-    environments_params,
     parse_environments_page,
 )
+from exporter.api.pages import Pages
 from exporter.api.requests import RetryingGet
 from exporter.config.model import DiscoveryConfig
 from exporter.redact import Redactor
@@ -43,6 +46,7 @@ log = logging.getLogger("exporter.discovery")
 
 PAGE_SIZE = 100
 MAX_PAGES = 1000
+ARCHIVED_LEFT_OUT = {INCLUDE_ARCHIVED_PARAM: "false"}
 TIMEOUT_SECONDS = 60.0  # one discovery, every page of it
 DISCOVERY_POOL = "/discovery"  # its connections: no environment id has a slash
 
@@ -56,6 +60,9 @@ class Discovery(Timer):
         redactor: Redactor,
         on_change: Callable[[], Awaitable[object]],
         wall_clock: Callable[[], float] = time.time,
+        *,
+        path: str = ENVIRONMENTS_PATH,
+        decode: Callable[[bytes], EnvironmentsPage] = parse_environments_page,
     ):
         self.config = config
         self.requests = requests
@@ -63,6 +70,8 @@ class Discovery(Timer):
         self.redactor = redactor
         self.on_change = on_change  # the watched set changed: drop what is kept for the gone ones
         self.wall_clock = wall_clock
+        self.path, self.decode = path, decode  # the endpoint's: declared once, in endpoints.environments
+        self.pages = Pages(PAGE_SIZE, MAX_PAGES, "the account has more environments than discovery lists")
 
     def start(self) -> None:
         self._run(self._loop(), "discovery")
@@ -136,39 +145,36 @@ class Discovery(Timer):
         """Every environment listed, each id once, and why each skipped id was skipped."""
         found: dict[str, ListedEnvironment] = {}
         invalid: list[str] = []
-        cursor: str | None = None
-        seen: set[str] = set()
-        for _ in range(MAX_PAGES):
-            body = await self.requests.get(
-                ENVIRONMENTS_PATH,
-                environments_params(PAGE_SIZE, cursor),
+
+        async def get(params: Mapping[str, str | int]) -> bytes:
+            return await self.requests.get(
+                self.path,
+                params,
                 self.config.credentials,
                 deadline=lambda: deadline,
                 count=self._count,
                 pool=DISCOVERY_POOL,
                 endpoint="discovery",
             )
+
+        def decode(body: bytes) -> EnvironmentsPage:
             try:
-                page = parse_environments_page(body)
+                return self.decode(body)
             except UpstreamFormatError as exc:
                 raise SourceFailed(
                     "invalid_response", f"HTTP 200 but not an environment listing: {exc}"
                 ) from None
-            invalid += page.invalid
-            for env in page.environments:
-                if env.id in found:
-                    invalid.append(f"id {env.id!r} listed more than once")
-                else:
-                    found[env.id] = env
-            cursor = page.next_page
-            if cursor is None:
-                return list(found.values()), invalid
-            if cursor in seen:
-                raise SourceFailed(
-                    "repeated_cursor", "the API returned a next_page cursor it had already returned"
-                )
-            seen.add(cursor)
-        raise SourceFailed("too_many_pages", f"more than {MAX_PAGES} pages of environments")
+
+        listing = self.pages.pages(get, decode, lambda page: page.next_page, extra=ARCHIVED_LEFT_OUT)
+        async with aclosing(listing):
+            async for page in listing:
+                invalid += page.invalid
+                for env in page.environments:
+                    if env.id in found:
+                        invalid.append(f"id {env.id!r} listed more than once")
+                    else:
+                        found[env.id] = env
+        return list(found.values()), invalid
 
     def _count(self, code: str) -> None:
         self.state.requests[code] = self.state.requests.get(code, 0) + 1

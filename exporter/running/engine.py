@@ -165,7 +165,7 @@ class Engine:
         self.observer = observer
         self.failures = failures
         self.redactor = redactor
-        self.on_result = on_result  # each listing's result, once, as it ends (the result store)
+        self.on_result = on_result  # each listing's result, once, as it ends: the result store's `put`
         self.wall_clock = wall_clock
         self._slots = asyncio.Semaphore(concurrency)
         self._debug_slots = asyncio.Semaphore(DEBUG_LISTINGS)
@@ -230,6 +230,12 @@ class Engine:
         else:  # the listing joined is still running for a later deadline: each source so far
             result = self._result(env, loop.time() - started, *self._split(listing.sources))
         return Examined(result, listing.tries, joined, listing.attention)
+
+    def fail(self, env: Environment, failure: Failure) -> None:
+        """`env` could not even be scheduled (a step of ours raised): its result is that failure, handed
+        on like any listing's, so that the engine stays the one writer of results."""
+        if self.on_result is not None:
+            self.on_result(EnvironmentResult(env, 0.0, self.wall_clock(), {}, {self.primary: failure}))
 
     def forget_all_but(self, environment_ids: set[str]) -> None:
         """Drop what is kept for environments no longer watched."""

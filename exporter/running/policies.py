@@ -291,7 +291,7 @@ class BackgroundPolicy:
 
     def _failed(self, env: Environment, failure: Failure) -> None:
         """A scheduling step of `env` raised: served as its listing's failure until one ends."""
-        self.store.put(EnvironmentResult(env, 0.0, self.wall_clock(), {}, {self.engine.primary: failure}))
+        self.engine.fail(env, failure)
 
     def _ended(self, environment_id: str, task: asyncio.Task[EnvironmentResult]) -> None:
         self._listings.discard(task)

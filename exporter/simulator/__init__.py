@@ -10,9 +10,10 @@
 Run standalone: `python -m exporter.simulator --port 8080`.
 """
 
-from exporter.simulator.api import API_KEY, Response, Simulator
+from exporter.simulator.api import Simulator
 from exporter.simulator.faults import Faults
 from exporter.simulator.http import serve
+from exporter.simulator.routes import API_KEY, Response, Route
 from exporter.simulator.world import Item, Profile, SimEnvironment, demo_environments, rfc3339, static_items
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "Item",
     "Profile",
     "Response",
+    "Route",
     "SimEnvironment",
     "Simulator",
     "demo_environments",

@@ -7,8 +7,9 @@ import json
 import threading
 import time
 
-from exporter.simulator.api import API_KEY, MAX_PAGE_SIZE, Simulator
+from exporter.simulator.api import MAX_PAGE_SIZE, Simulator
 from exporter.simulator.http import serve
+from exporter.simulator.routes import API_KEY
 from exporter.simulator.world import SimEnvironment, demo_environments, static_items
 
 

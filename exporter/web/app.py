@@ -31,8 +31,7 @@ from prometheus_client.metrics_core import Metric
 from exporter import __version__
 from exporter.api.codec import KNOWN_STATES
 from exporter.config.model import Environment, ScrapeConfig
-from exporter.endpoints.work import WorkSource
-from exporter.folds.work import ATTENTION_ITEMS, WorkSummary
+from exporter.folds.work import ATTENTION_ITEMS
 from exporter.metrics.exposition import Exposition
 from exporter.metrics.formats import FORMATS, TEXT
 from exporter.results import EnvironmentResult
@@ -86,6 +85,19 @@ class ExporterApp:
         self.demo = demo
         # A name[] filter that asks only for these lists nothing upstream.
         self.own_families = tuple(family.name for family in registry.collect())
+        self._renderer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Render each new result as the store receives it, ahead of the scrape that will show it (in
+        background mode a scrape then only splices): asked for here, on the web side; the listings
+        never render."""
+        loop = asyncio.get_running_loop()
+        self._renderer = loop.create_task(self.exposition.keep_rendered(self.store), name="render ahead")
+
+    async def aclose(self) -> None:
+        if self._renderer is not None:
+            self._renderer.cancel()
+            await asyncio.gather(self._renderer, return_exceptions=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan and websockets are not served
@@ -278,17 +290,15 @@ class ExporterApp:
 
     def _row(self, env: Environment) -> str:
         query = html.escape(urlencode({"environment_id": env.id}))
-        latest = self.store.latest(env.id)
+        summary = self.store.summary(env.id)
         counts = ""
-        if latest is None:
+        if summary is None:
             last = "not listed yet"
         else:
-            reasons = sorted({f.reason for f in latest.failures.values()})
-            last = f"{'ok' if latest.success else 'failed'} at {_utc(latest.finished_at)}" + (
-                f" ({', '.join(reasons)})" if reasons else ""
+            last = f"{'ok' if summary.success else 'failed'} at {_utc(summary.finished_at)}" + (
+                f" ({', '.join(summary.reasons)})" if summary.reasons else ""
             )
-            summary = latest.values.get(WorkSource.name)
-            if isinstance(summary, WorkSummary):
+            if summary.items:
                 counts = " / ".join(str(summary.items.get(state, 0)) for state in KNOWN_STATES)
         return (
             f'<tr><td><a href="/probe?{query}">{html.escape(env.id)}</a></td>'

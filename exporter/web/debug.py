@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from exporter.api.codec import KNOWN_STATES
 from exporter.api.requests import Try
 from exporter.config.model import Config, Credentials, Environment, Thresholds
-from exporter.endpoints.work import WorkSource
+from exporter.endpoints import PRIMARY
 from exporter.folds.work import (
     ATTENTION_KINDS,
     NO_HEARTBEAT,
@@ -105,11 +105,11 @@ def report(
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(result.finished_at))
     joined = " (joined a listing already in flight)" if examined.joined else ""
     out = [f"# {env.id} ({env.name}): listing ended {when}, in {result.duration_seconds:.3f}s{joined}", ""]
-    summary = result.values.get(WorkSource.name)
+    summary = result.values.get(PRIMARY.name)
     if isinstance(summary, WorkSummary):
         out += _attention(summary, thresholds, examined.attention, shown)
     else:
-        failure = result.failures.get(WorkSource.name)
+        failure = result.failures.get(PRIMARY.name)
         why = f"{failure.reason}: {failure.message}" if failure else "no result"
         out += [f"## Summary: the work listing failed ({why}); nothing to show of its items", ""]
     out += ["# Listing log", ""]
