@@ -25,7 +25,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporter.api.codec import parse_work_page
-from exporter.config.model import BucketConfig
+from exporter.config.schema import BucketConfig
 from exporter.folds.flow import STEPS, FlowFold, FlowLedger
 from exporter.folds.work import Aggregator
 from exporter.simulator import SimEnvironment, Simulator, serve, static_items

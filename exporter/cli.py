@@ -24,8 +24,10 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from exporter import __version__
 from exporter.config.flags import parse_args, parse_listen_address, parse_shard
-from exporter.config.model import Config, ConfigError, load_config
+from exporter.config.load import load_config
+from exporter.config.schema import Config
 from exporter.config.shard import Shard
+from exporter.config.yamldoc import ConfigError
 from exporter.endpoints import ENDPOINTS, Endpoint
 from exporter.logs import setup_logging
 from exporter.metrics.own import (

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from exporter.config.model import ApiConfig, BreakdownConfig, Config, Credentials, Environment, Secret
+from exporter.config.keys import Secret
+from exporter.config.schema import ApiConfig, BreakdownConfig, Config, Credentials, Environment
 from exporter.endpoints import ENDPOINTS, Endpoint
 from exporter.simulator import Simulator, demo_environments, serve
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # only a type here: the config is a layer of its own
-    from exporter.config.model import Environment
+    from exporter.config.schema import Environment
 
 
 class SourceFailed(Exception):

@@ -26,7 +26,7 @@ from exporter.api.budget import RequestBudget
 from exporter.api.client import UpstreamClient
 from exporter.api.requests import RetryingGet
 from exporter.api.transport import AiohttpTransport
-from exporter.config.model import Config
+from exporter.config.schema import Config
 from exporter.config.shard import Shard
 from exporter.endpoints import DISCOVERY, ENDPOINTS, PRIMARY, Endpoint
 from exporter.endpoints.declaration import KeptPerEnvironment, State

@@ -15,7 +15,8 @@ from conftest import NOW
 from exporter.api.budget import RequestBudget
 from exporter.api.client import UpstreamClient
 from exporter.api.requests import RetryingGet
-from exporter.config.model import BucketConfig, Config, Environment, parse_config
+from exporter.config.load import parse_config
+from exporter.config.schema import BucketConfig, Config, Environment
 from exporter.endpoints.work import WorkSource
 from exporter.folds.flow import FlowLedger
 from exporter.redact import Redactor

@@ -14,7 +14,7 @@ from conftest import NOW, page, run_virtual, work
 from engine_kit import API, config_for, running_engine, work_source
 
 from exporter.api.budget import RequestBudget
-from exporter.config.model import parse_config
+from exporter.config.load import parse_config
 from exporter.endpoints.stats import StatsSource
 
 STATS = {"depth": 0, "pending": 0, "oldest_queued_at": None, "workers_polling": 1}

@@ -13,7 +13,7 @@ from conftest import NOW, page, render, run_virtual, served, work
 from engine_kit import API, KEY_ENV, config_for, running_engine, work_source
 from prometheus_client import CollectorRegistry
 
-from exporter.config.model import BucketConfig, Config
+from exporter.config.schema import BucketConfig, Config
 from exporter.endpoints.stats import StatsSource
 from exporter.metrics.exposition import Exposition
 from exporter.metrics.formats import FORMATS

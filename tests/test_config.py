@@ -6,7 +6,8 @@ import textwrap
 
 import pytest
 
-from exporter.config.model import ConfigError, parse_config
+from exporter.config.load import parse_config
+from exporter.config.yamldoc import ConfigError
 
 KEY_ENV = {"ANTHROPIC_ENVIRONMENT_KEY": "env-key-value"}
 
@@ -237,14 +238,8 @@ def test_the_example_config_is_valid_and_shows_every_option():
 
     import yaml
 
-    from exporter.config.model import (
-        KEYS,
-        ApiConfig,
-        BreakdownConfig,
-        BucketConfig,
-        ScrapeConfig,
-        load_config,
-    )
+    from exporter.config.load import load_config
+    from exporter.config.schema import KEYS, ApiConfig, BreakdownConfig, BucketConfig, ScrapeConfig
 
     path = Path(__file__).parent.parent / "config.example.yaml"
     config = load_config(path, {"ANTHROPIC_ENVIRONMENT_KEY": "e", "STAGING_API_KEY": "s"})
@@ -356,3 +351,16 @@ def test_breakdown_keys_and_cap():
     )
     assert (config.breakdown.metadata_keys, config.breakdown.max_values) == (("team", "tier"), 5)
     assert parse_config("environments: [{id: e}]\n", KEY_ENV).breakdown.metadata_keys == ()
+
+
+def test_every_key_of_the_schema_says_what_it_is_in_one_line():
+    from dataclasses import fields, is_dataclass
+
+    from exporter.config import schema
+
+    sections = [schema.Config, schema.Environment, schema.DiscoveryConfig]
+    sections += [f.default_factory for f in fields(schema.Config) if is_dataclass(f.default_factory)]
+    for section in sections:
+        for f in fields(section):
+            doc = f.metadata.get("doc", "")
+            assert doc and "\n" not in doc and len(doc) <= 100, (section.__name__, f.name)

@@ -13,7 +13,8 @@ from upstream import running_exporter
 
 from exporter.api.codec import WorkItem
 from exporter.api.requests import RequestLog, Try
-from exporter.config.model import Thresholds, parse_config
+from exporter.config.load import parse_config
+from exporter.config.schema import Thresholds
 from exporter.folds.work import Aggregator
 from exporter.web.auth import load_web_config
 

@@ -18,7 +18,7 @@ import yaml
 from exposition import samples, value
 from processes import exporter_process, simulator_process, wait_for
 
-from exporter.config.model import (
+from exporter.config.schema import (
     DEFAULT_HEARTBEAT_BUCKETS,
     DEFAULT_QUEUE_WAIT_BUCKETS,
     DEFAULT_RUN_DURATION_BUCKETS,

@@ -24,7 +24,7 @@ from upstream import running_exporter, running_simulator
 
 from exporter.api.codec import ListedEnvironment
 from exporter.config.flags import parse_shard
-from exporter.config.model import parse_config
+from exporter.config.load import parse_config
 from exporter.config.shard import Shard
 from exporter.redact import Redactor
 from exporter.running.failures import FailureLog

@@ -18,7 +18,7 @@ from engine_kit import API, config_for, running_engine, work_source
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 
-from exporter.config.model import BucketConfig
+from exporter.config.schema import BucketConfig
 from exporter.endpoints.work import FlowCollector
 from exporter.folds.flow import FlowLedger
 from exporter.simulator import rfc3339

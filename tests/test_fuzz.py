@@ -39,8 +39,9 @@ from exporter.api.codec import (
     parse_timestamp,
     parse_work_page,
 )
-from exporter.config.model import ConfigError, parse_config
+from exporter.config.load import parse_config
 from exporter.config.vocabulary import environment_id_problem
+from exporter.config.yamldoc import ConfigError
 from exporter.logs import LogfmtFormatter
 from exporter.web.auth import load_web_config
 

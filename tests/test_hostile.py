@@ -15,7 +15,7 @@ from fake_upstream import FakeUpstream, fake_upstream
 from processes import wait_for
 from upstream import running_exporter
 
-from exporter.config.model import parse_config
+from exporter.config.load import parse_config
 
 ENV = {"ANTHROPIC_ENVIRONMENT_KEY": "sk-env-key-0123456789", "ANTHROPIC_API_KEY": "sk-api-key-0123456789"}
 STATS = {"depth": 2, "pending": 1, "oldest_queued_at": None, "workers_polling": 3}

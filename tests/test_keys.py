@@ -17,7 +17,9 @@ from processes import wait_for
 from upstream import running_exporter, running_simulator, static_env
 
 from exporter.config.keys import KeyProblem, read_key_file
-from exporter.config.model import Config, ConfigError, parse_config
+from exporter.config.load import parse_config
+from exporter.config.schema import Config
+from exporter.config.yamldoc import ConfigError
 from exporter.redact import RETIRED_KEY_SECONDS, Redactor
 from exporter.simulator import API_KEY
 

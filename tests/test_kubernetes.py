@@ -17,7 +17,7 @@ import pytest
 import yaml
 from tools import require
 
-from exporter.config.model import parse_config
+from exporter.config.load import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES_VERSION = "1.30.0"  # the oldest release still widely run that has every field used

@@ -12,7 +12,8 @@ from conftest import FakeClock
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from exporter.config.model import Credentials, Environment, Secret
+from exporter.config.keys import Secret
+from exporter.config.schema import Credentials, Environment
 from exporter.logs import setup_logging
 from exporter.redact import Redactor
 from exporter.results import Failure

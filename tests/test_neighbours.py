@@ -24,7 +24,8 @@ from fake_upstream import FakeUpstream, fake_upstream
 from processes import wait_for
 from upstream import running_exporter
 
-from exporter.config.model import Config, parse_config
+from exporter.config.load import parse_config
+from exporter.config.schema import Config
 from exporter.web.auth import load_web_config
 from exporter.web.server import ServerLimits
 

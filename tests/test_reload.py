@@ -20,7 +20,7 @@ from processes import exporter_process, simulator_process, wait_for
 from upstream import running_exporter, running_simulator, static_env
 
 from exporter.cli import loader
-from exporter.config.model import load_config, parse_config
+from exporter.config.load import load_config, parse_config
 from exporter.config.shard import Shard
 from exporter.running.reload import Reloader, ReloadState
 from exporter.simulator import Faults

@@ -20,7 +20,8 @@ from exposition import samples, value
 from tools import require
 from upstream import config_for, running_exporter, running_simulator, static_env
 
-from exporter.config.model import ConfigError, ScrapeConfig
+from exporter.config.schema import ScrapeConfig
+from exporter.config.yamldoc import ConfigError
 from exporter.logs import LogfmtFormatter
 from exporter.simulator import Faults
 from exporter.web.app import MAX_SCRAPE_TIMEOUT_SECONDS, scrape_budget

@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from exporter.cli import run_exporter
-from exporter.config.model import ApiConfig, Config, Credentials, Environment, ScrapeConfig, Secret
+from exporter.config.keys import Secret
+from exporter.config.schema import ApiConfig, Config, Credentials, Environment, ScrapeConfig
 from exporter.endpoints import ENDPOINTS, Endpoint
 from exporter.running.reload import Reloader
 from exporter.running.targets import Shard

@@ -44,7 +44,7 @@ from exporter.api.codec import (
     auth_headers,
     parse_error,
 )
-from exporter.config.model import ApiConfig, Credentials
+from exporter.config.schema import ApiConfig, Credentials
 from exporter.redact import Redactor
 from exporter.results import SourceFailed
 

@@ -29,7 +29,7 @@ from urllib.parse import quote
 from prometheus_client.registry import Collector
 
 from exporter.api.codec import UpstreamFormatError
-from exporter.config.model import Config, Credentials, Environment
+from exporter.config.schema import Config, Credentials, Environment
 from exporter.results import EnvironmentResult, SourceFailed
 from exporter.running.sources import Fetch, Source, WallClock
 from exporter.simulator.routes import Route

@@ -31,7 +31,7 @@ from prometheus_client.utils import floatToGoString
 
 from exporter.api.codec import WORK_PATH, Page, UpstreamFormatError, parse_work_page, work_path
 from exporter.api.pages import Pages
-from exporter.config.model import BreakdownConfig, BucketConfig, Config, Credentials, Environment, Thresholds
+from exporter.config.schema import BreakdownConfig, BucketConfig, Config, Credentials, Environment, Thresholds
 from exporter.endpoints.declaration import Endpoint, State
 from exporter.folds.flow import STEPS, FlowFold, FlowLedger
 from exporter.folds.work import ATTENTION_ITEMS, OTHER, AgeDistribution, Aggregator, WorkSummary

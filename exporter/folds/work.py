@@ -34,7 +34,7 @@ from exporter.api.codec import (
     STATE_SINCE_FIELD,
     WorkItem,
 )
-from exporter.config.model import Thresholds
+from exporter.config.schema import Thresholds
 
 # Where unknown states (and metadata values past the cap) go.
 OTHER = "__other__"

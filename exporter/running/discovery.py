@@ -36,7 +36,7 @@ from exporter.api.codec import (
 )
 from exporter.api.pages import Pages
 from exporter.api.requests import RetryingGet
-from exporter.config.model import DiscoveryConfig
+from exporter.config.schema import DiscoveryConfig
 from exporter.redact import Redactor
 from exporter.results import SourceFailed
 from exporter.running.targets import DiscoveryState

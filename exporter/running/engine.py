@@ -49,7 +49,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 
 from exporter.api.requests import RequestLog, RetryingGet
-from exporter.config.model import Environment, missing_key
+from exporter.config.schema import Environment, missing_key
 from exporter.folds.work import ATTENTION_ITEMS
 from exporter.pace import Pace
 from exporter.redact import Redactor

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from exporter.config.model import Environment
+from exporter.config.schema import Environment
 from exporter.results import Failure
 
 log = logging.getLogger("exporter.engine")

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable
 from typing import TypeVar
 
-from exporter.config.model import Environment
+from exporter.config.schema import Environment
 from exporter.redact import Redactor
 from exporter.results import Failure
 from exporter.running.failures import FailureLog

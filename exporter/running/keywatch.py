@@ -26,7 +26,7 @@ from exporter.config.keys import (
     stamp,
     stamp_dir,
 )
-from exporter.config.model import NO_CREDENTIALS, Config, Credentials
+from exporter.config.schema import NO_CREDENTIALS, Config, Credentials
 from exporter.running.targets import KeyStore
 from exporter.running.timer import Timer
 

@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from exporter.config.model import Environment
+from exporter.config.schema import Environment
 from exporter.pace import Pace
 from exporter.results import EnvironmentResult, Failure
 from exporter.running.engine import Engine

@@ -25,7 +25,8 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from exporter.config.model import Config, ConfigError
+from exporter.config.schema import Config
+from exporter.config.yamldoc import ConfigError
 from exporter.running.engine import Engine
 from exporter.running.policies import Policy
 from exporter.running.targets import Targets

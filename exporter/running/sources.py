@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, TypeVar
 
-from exporter.config.model import Credentials, Environment
+from exporter.config.schema import Credentials, Environment
 
 T_co = TypeVar("T_co", covariant=True)
 

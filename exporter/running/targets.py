@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from exporter.api.codec import ListedEnvironment
-from exporter.config.model import NO_CREDENTIALS, Config, Credentials, Environment
+from exporter.config.schema import NO_CREDENTIALS, Config, Credentials, Environment
 from exporter.config.shard import Shard
 from exporter.pace import Pace
 from exporter.running.isolation import Boundary

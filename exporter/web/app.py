@@ -30,7 +30,7 @@ from prometheus_client.metrics_core import Metric
 
 from exporter import __version__
 from exporter.api.codec import KNOWN_STATES
-from exporter.config.model import Environment, ScrapeConfig
+from exporter.config.schema import Environment, ScrapeConfig
 from exporter.folds.work import ATTENTION_ITEMS
 from exporter.metrics.exposition import Exposition
 from exporter.metrics.formats import FORMATS, TEXT

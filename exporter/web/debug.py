@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 
 from exporter.api.codec import KNOWN_STATES
 from exporter.api.requests import Try
-from exporter.config.model import Config, Credentials, Environment, Thresholds
+from exporter.config.schema import Config, Credentials, Environment, Thresholds
 from exporter.endpoints import PRIMARY
 from exporter.folds.work import (
     ATTENTION_KINDS,
