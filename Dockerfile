@@ -5,12 +5,12 @@
 # scripts/test-image.sh builds and runs it in CI.
 FROM python:3.12-slim AS build
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone: this layer is rebuilt only when they change.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-      > requirements.txt \
- && pip install --no-cache-dir --disable-pip-version-check --target /deps -r requirements.txt
-COPY README.md ./
+# Dependencies first, from the lock alone (every version pinned, every file's hash checked;
+# scripts/lock.sh makes it from pyproject.toml): this layer is rebuilt only when they change.
+COPY requirements/image.lock ./
+RUN pip install --no-cache-dir --disable-pip-version-check --require-hashes --no-deps --target /deps \
+      -r image.lock
+COPY pyproject.toml README.md ./
 COPY exporter ./exporter
 RUN pip install --no-cache-dir --disable-pip-version-check --no-deps --target /app .
 

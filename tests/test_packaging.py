@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import re
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 ROOT = Path(__file__).parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -64,3 +70,53 @@ def test_every_test_the_docs_name_as_holding_a_guarantee_exists():
         modules = {path.stem for path in (ROOT / "tests").glob("test_*.py")}
         named = set(re.findall(r"\b(test_\w+)\b(?!\.py)", doc.read_text())) - modules
         assert named <= defined, (doc.name, sorted(named - defined))
+
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+RUNTIME = {
+    canonicalize_name(Requirement(r).name): Requirement(r) for r in PYPROJECT["project"]["dependencies"]
+}
+
+
+def pinned(path: Path) -> dict[str, str]:
+    """`name==version` lines of a requirements file: the name (canonical) and the version."""
+    lines = re.findall(r"^([A-Za-z0-9_.\-]+)==([^\s\\;]+)", path.read_text(), re.M)
+    return {canonicalize_name(name): version for name, version in lines}
+
+
+def test_the_image_lock_pins_every_dependency_within_pyproject_with_hashes():
+    """requirements/image.lock (scripts/lock.sh) against pyproject.toml: every runtime dependency
+    pinned to a version its specifier allows, and every pinned line with its files' hashes."""
+    lock = pinned(ROOT / "requirements" / "image.lock")
+    for name, requirement in RUNTIME.items():
+        assert name in lock, f"{name} is not in the lock: run scripts/lock.sh"
+        assert requirement.specifier.contains(lock[name]), f"{name} {lock[name]} against {requirement}"
+    entries = re.split(r"\n(?=[A-Za-z0-9_.\-]+==)", (ROOT / "requirements" / "image.lock").read_text())
+    assert all("--hash=sha256:" in entry for entry in entries if re.match(r"[A-Za-z0-9_.\-]+==", entry))
+    assert "--require-hashes" in DOCKERFILE and "image.lock" in DOCKERFILE
+
+
+def test_the_minimums_ci_runs_against_are_exactly_the_floors_pyproject_declares():
+    minimum = pinned(ROOT / "requirements" / "minimum.txt")
+    assert set(minimum) == set(RUNTIME)
+    for name, requirement in RUNTIME.items():
+        floors = [spec.version for spec in requirement.specifier if spec.operator == ">="]
+        assert floors, f"{name} has no floor"
+        assert Version(minimum[name]) == Version(floors[0]), (name, minimum[name], floors[0])
+
+
+def test_everything_the_exporter_imports_is_a_declared_dependency():
+    """Every top-level module exporter/ imports is the standard library's, the exporter's own, or
+    comes with a distribution pyproject.toml declares (yarl was imported and not declared)."""
+    distributions = importlib.metadata.packages_distributions()
+    imported: set[str] = set()
+    for path in (ROOT / "exporter").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"exporter", "__future__"}
+    for module in sorted(third_party):
+        owners = {canonicalize_name(d) for d in distributions.get(module, [])}
+        assert owners & set(RUNTIME), f"{module} is imported by exporter/ and not declared"
