@@ -111,9 +111,13 @@ async def run_exporter(
     limits: ServerLimits | None = None,
     on_started: Callable[[Reloader], None] | None = None,
     endpoints: Sequence[Endpoint] = ENDPOINTS,
+    watched_changed: Callable[[], None] = lambda: None,
+    reloaded: Callable[[], None] = lambda: None,
 ) -> None:
-    """Serve on `sock` until `stop` is set; then stop gracefully. `endpoints`: what is read upstream."""
-    lasting, state, tls = Lasting(endpoints=endpoints), ReloadState(), TlsContext(None)
+    """Serve on `sock` until `stop` is set; then stop gracefully. `endpoints`: what is read upstream;
+    `watched_changed` and `reloaded` are told when the watched set changes and after each reload."""
+    lasting = Lasting(endpoints=endpoints, watched_changed=watched_changed)
+    state, tls = ReloadState(), TlsContext(None)
     shard = shard or Shard()
     reloader = Reloader(
         initial,
@@ -123,6 +127,7 @@ async def run_exporter(
         tls=tls,
         forget=lasting.forget_all_but,
         clean=lasting.redactor.clean,
+        reloaded=reloaded,
     )
     await reloader.start()
     registry = build_registry(
@@ -203,11 +208,11 @@ async def _serve_until_signalled(
     stop = asyncio.Event()
     reloads: set[asyncio.Task[list[str]]] = set()
 
+    memory = LongLived()
+    settling = loop.create_task(memory.settle_every(SETTLE_SECONDS), name="settle memory")
+
     def on_started(reloader: Reloader) -> None:
-        # What exists now (modules, classes, the first config) lives as long as the process: out
-        # of the collector's way, so that a full collection walks only what scrapes made since.
-        gc.collect()
-        gc.freeze()
+        memory.settle()  # modules, classes, the first config: they live as long as the process
 
         def reload() -> None:
             task = loop.create_task(reloader.reload())
@@ -219,5 +224,44 @@ async def _serve_until_signalled(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await run_exporter(
-        sock, initial, load, stop, demo=demo, shard=shard, limits=limits, on_started=on_started
+        sock,
+        initial,
+        load,
+        stop,
+        demo=demo,
+        shard=shard,
+        limits=limits,
+        on_started=on_started,
+        watched_changed=memory.freeze,
+        reloaded=memory.settle,
     )
+    settling.cancel()
+
+
+SETTLE_SECONDS = 3600.0
+
+
+class LongLived:
+    """Keeps what lives long out of the cyclic garbage collector's way (`gc.freeze`), so that a full
+    collection walks only what scrapes made since: with 20,000 environments, one took 60-70 ms.
+
+    - `freeze()`, after the watched set changed (discovery): what is watched now is frozen. It
+      costs nothing (the collector's lists are moved, not walked).
+    - `settle()`, at start, after each reload and every `SETTLE_SECONDS`: the frozen objects are
+      let go (`gc.unfreeze`), everything is collected once (about 70 ms for 20,000 environments),
+      and what is left is frozen again. A cycle frozen while alive and dropped since (a replaced
+      config generation) is collected here: tests/test_reload.py checks that reloads leak nothing.
+    """
+
+    def freeze(self) -> None:
+        gc.freeze()
+
+    def settle(self) -> None:
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+
+    async def settle_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self.settle()

@@ -36,7 +36,7 @@ class Failure:
     traceback: str | None = None  # only for `internal`
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EnvironmentResult:
     """One environment's listing: each source's value or failure.
 

@@ -66,6 +66,7 @@ class Lasting:
     transport: Callable[[ssl.SSLContext], httpx.AsyncBaseTransport] = AiohttpTransport
     # What is read upstream: the first is the primary endpoint (its outcome is scrape_success).
     endpoints: Sequence[Endpoint] = ENDPOINTS
+    watched_changed: Callable[[], None] = lambda: None  # told after the watched set changed
     states: dict[str, State] = field(init=False)  # each endpoint's long-lived state, by its name
     boundary: Boundary = field(init=False)
     exposition: Exposition = field(init=False)
@@ -170,6 +171,7 @@ def build(config: Config, lasting: Lasting, shard: Shard) -> Served:
             lasting.forget_all_but(watched)
             engine.forget_all_but(watched)
             await client.forget_all_but(watched | {DISCOVERY_POOL})
+            lasting.watched_changed()
 
     watcher = KeyWatcher(config, lasting.keys, lasting.redactor.hold, changed)
     discovery = (

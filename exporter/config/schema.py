@@ -84,7 +84,7 @@ def section(kind: type, doc: str, **rules: Any) -> Any:
 # -- credentials and environments ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Credentials:
     """How to authenticate: `environment_key` is a bearer token, `api_key` an X-Api-Key."""
 
@@ -114,7 +114,7 @@ def missing_key(credentials: Credentials) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Environment:
     id: str = option("", "the environment to watch: one safe URL path segment", yaml_required=True)
     name: str = option("", "display name, on anthropic_work_environment_info (default: the id)")

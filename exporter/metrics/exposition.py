@@ -36,7 +36,7 @@ import logging
 import re
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -76,11 +76,14 @@ class Response:
     gzipped: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class _Rendered:
+    """An environment's rendered families, per format asked for (content type, families): a tuple of
+    strings and bytes, which the garbage collector does not track, rather than a dict."""
+
     result: EnvironmentResult
     version: object
-    formats: dict[str, Families] = field(default_factory=dict)
+    formats: tuple[tuple[str, Families], ...] = ()
 
 
 class Exposition:
@@ -164,9 +167,11 @@ class Exposition:
         rendered = self._rendered.get(env_id)
         if rendered is None or rendered.result is not result or not _same(rendered.version, version):
             rendered = self._rendered[env_id] = _Rendered(result, version)
-        families = rendered.formats.get(fmt.content_type)
-        if families is None:
-            families = rendered.formats[fmt.content_type] = self._render(result, fmt)
+        for content_type, families in rendered.formats:
+            if content_type == fmt.content_type:
+                return families
+        families = self._render(result, fmt)
+        rendered.formats = (*rendered.formats, (fmt.content_type, families))
         return families
 
     def _render(self, result: EnvironmentResult, fmt: Format) -> Families:

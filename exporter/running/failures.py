@@ -27,8 +27,10 @@ from exporter.results import Failure
 log = logging.getLogger("exporter.engine")
 
 
-@dataclass
+@dataclass(slots=True)
 class _Episode:
+    """One failure episode, changed in place: a failing environment costs no new object per scrape."""
+
     started: float
     last: float  # the latest failure
     reasons: dict[str, int] = field(default_factory=dict)  # failures by reason
@@ -80,7 +82,7 @@ class FailureLog:
                 "environment_id": env.id,
                 "environment_name": env.name,
                 "source": source,
-                "failures": sum(episode.reasons.values()),
+                "failures": sum(count for _, count in reasons),
                 "reasons": ",".join(f"{reason}:{count}" for reason, count in reasons),
                 "failing_seconds": round(self.clock() - episode.started, 1),
             },

@@ -109,6 +109,7 @@ class Reloader(Generic[W]):
         forget: Callable[[set[str]], None],
         clean: Callable[[str], str] = lambda text: text,
         wall_clock: Callable[[], float] = time.time,
+        reloaded: Callable[[], None] = lambda: None,
     ):
         self._initial = initial  # loaded by the caller, which reports its problems at start
         self._load = load
@@ -118,6 +119,7 @@ class Reloader(Generic[W]):
         self.forget = forget  # drops what is kept for environments no longer watched
         self.clean = clean  # scrubs keys from an exception's text
         self.wall_clock = wall_clock
+        self.reloaded = reloaded  # after each reload applied (the process settles its memory)
         self._lock = asyncio.Lock()
         self._next: asyncio.Task[list[str]] | None = None  # the reload the ones asked for now share
         self._closing: set[asyncio.Task[None]] = set()
@@ -196,6 +198,7 @@ class Reloader(Generic[W]):
         self.state.successful, self.state.last_success_timestamp = True, self.wall_clock()
         self.state.message = ""
         log.info("config reloaded", extra={"environments": len(config.environments)})
+        self.reloaded()
         return []
 
     async def _refuse(self, problems: list[str], built: Served | None) -> list[str]:

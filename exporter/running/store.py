@@ -49,6 +49,8 @@ class ResultStore:
         env_id = result.environment.id
         if self._watched is not None and env_id not in self._watched:
             return  # a late listing of an environment no longer watched: nothing outgrows the watched
+        if self._latest.get(env_id) is result:
+            return  # the same answer again (an environment without a key): nothing changed
         self._latest[env_id] = result
         if result.success:
             self._last_success[env_id] = result.finished_at
