@@ -63,6 +63,26 @@ def test_the_fleet_benchmark_runs_at_smoke_size():
 
 
 @pytest.mark.slow
+def test_two_installs_alternate_and_each_gets_its_medians():
+    """versus.py against the users' own venv: both sides run every round, in alternating order."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        python = importlib.import_module("harness").users_python()
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    out = smoke("versus.py", python)
+    rounds = re.findall(r"^round (\d) (other|this): exporter CPU per item \(µs\) [\d.]+, ", out, re.M)
+    assert rounds == [("1", "other"), ("1", "this"), ("2", "this"), ("2", "other")]
+    medians = re.findall(r"^(.+): other [\d.]+ \([\d.]+-[\d.]+\); this [\d.]+ \([\d.]+-[\d.]+\)$", out, re.M)
+    assert medians == [
+        "exporter CPU per item (µs)",
+        "exporter wall (s)",
+        "wall / httpx floor's",
+        "CPU / aiohttp floor's",
+    ]
+
+
+@pytest.mark.slow
 def test_the_transports_comparison_runs_at_smoke_size():
     out = smoke("transports.py")
     ways = re.findall(r"^\| ([^|]+) \| [\d.]+ ms \| [\d.]+x \| [\d.]+ s \|$", out, re.M)
