@@ -203,9 +203,9 @@ def test_all_problems_are_reported_at_once():
 
 def test_no_credentials_anywhere_is_an_error_naming_the_environment():
     assert errors("environments:\n  - id: env_a\n", {}) == [
-        "config.yaml:2: environments[0].credentials: no credentials: set api.credentials, this "
-        "environment's credentials, or ANTHROPIC_ENVIRONMENT_KEY / ANTHROPIC_API_KEY in the "
-        "exporter's environment"
+        "config.yaml:2: environments[0].credentials: no credentials: set api.credentials, "
+        "api.environment_keys_dir (a file named env_a there), this environment's credentials, or "
+        "ANTHROPIC_ENVIRONMENT_KEY / ANTHROPIC_API_KEY in the exporter's environment"
     ]
 
 
@@ -256,6 +256,7 @@ def test_the_example_config_is_valid_and_shows_every_option():
     uncommented = yaml.safe_load(
         text.replace("# value_file:", "value_file:")
         .replace("# workspace_id:", "workspace_id:")
+        .replace("# environment_keys_dir:", "environment_keys_dir:")
         .replace("# stats_credentials:", "stats_credentials:")
     )
     # The discovery block is shown commented out: it needs a key and a directory to load.

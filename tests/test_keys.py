@@ -77,6 +77,51 @@ def test_a_rotated_key_in_the_keys_directory_is_used_and_logged_by_environment(t
     assert env.key not in log
 
 
+@pytest.mark.parametrize(
+    ("defaults", "key_file", "expected"),
+    [
+        ("", "right", 1),  # no default credentials: the key file is the key
+        ("  credentials: {type: environment_key, value_env: WRONG}\n", "right", 1),  # before the defaults
+        ("  credentials: {type: environment_key, value_env: RIGHT}\n", None, 1),  # none: the defaults
+        ("", None, 0),  # neither: no_credentials, and the exporter starts
+    ],
+    ids=["file-only", "file-before-defaults", "defaults-without-file", "neither"],
+)
+def test_a_configured_environment_without_credentials_takes_its_key_from_the_keys_directory(
+    tmp_path, defaults, key_file, expected
+):
+    env = static_env("env_c", 2, NOW)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    if key_file is not None:
+        (keys / "env_c").write_text(env.key + "\n")
+    with running_simulator(env) as (_sim, url):
+        config = parse_config(
+            f"api:\n  base_url: '{url}'\n  max_retries: 0\n  environment_keys_dir: {keys}\n{defaults}"
+            "environments:\n  - id: env_c\n",
+            {"WRONG": "sk-the-wrong-key-0123456789", "RIGHT": env.key},
+        )
+        with running_exporter(config) as exporter:
+            body = httpx.get(f"http://{exporter.address}/metrics", timeout=30).text
+            if not expected:
+                (keys / "env_c").write_text(env.key)  # the Secret updated: used with no restart
+                wait_for("the key file used", lambda: success(exporter.address, "env_c") == 1, 30)
+    assert value(samples(body), "anthropic_work_scrape_success", environment_id="env_c") == expected
+
+
+def test_two_different_keys_directories_are_a_config_error():
+    with pytest.raises(ConfigError) as err:
+        parse_config(
+            "api: {environment_keys_dir: /tmp}\n"
+            "discovery:\n  credentials: {type: api_key, value_env: API}\n  environment_keys_dir: /\n",
+            {"API": API_KEY},
+        )
+    assert err.value.problems == [
+        "config.yaml:4: discovery.environment_keys_dir: differs from api.environment_keys_dir (/tmp): one "
+        "directory holds every environment's key file; set api.environment_keys_dir only"
+    ]
+
+
 # -- what a key file must be, and what it never does ------------------------------------------
 
 

@@ -34,6 +34,7 @@ from exporter.config.schema import (
     DEFAULT_BASE_URL,
     ENVIRONMENT_KEY_VAR,
     KEYS,
+    NO_CREDENTIALS,
     Config,
     Credentials,
     DiscoveryConfig,
@@ -48,8 +49,9 @@ __all__ = ["KEYS", "ConfigError", "load_config", "parse_config"]
 _LEFT_OUT = object()  # a key left out (or null): the field keeps its default
 
 
-def load_config(path: str | Path, environ: Mapping[str, str]) -> Config:
-    """Read `path` and validate it; raise ConfigError listing every problem."""
+def load_config(path: str | Path, environ: Mapping[str, str], read_keys: bool = True) -> Config:
+    """Read `path` and validate it; raise ConfigError listing every problem. `read_keys=False`
+    checks everything but the keys themselves (no key file read, no key variable looked up)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -57,7 +59,7 @@ def load_config(path: str | Path, environ: Mapping[str, str]) -> Config:
         raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from None
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: cannot read config file: not UTF-8 text"]) from None
-    return parse_config(text, environ, source=str(path), base_dir=path.parent)
+    return parse_config(text, environ, source=str(path), base_dir=path.parent, read_keys=read_keys)
 
 
 def parse_config(
@@ -65,10 +67,11 @@ def parse_config(
     environ: Mapping[str, str],
     source: str = "config.yaml",
     base_dir: Path | None = None,
+    read_keys: bool = True,
 ) -> Config:
     """Validate YAML text; `environ` is where `value_env` names are looked up."""
     document = YamlDocument(text, source)
-    checker = _Checker(document, environ, base_dir or Path("."))
+    checker = _Checker(document, environ, base_dir or Path("."), read_keys)
     config = checker.config(document.data)
     document.raise_problems()
     assert config is not None
@@ -78,14 +81,16 @@ def parse_config(
 class _Checker:
     """Walks the parsed YAML once by the schema, building the Config and collecting problems."""
 
-    def __init__(self, document: YamlDocument, environ: Mapping[str, str], base_dir: Path):
+    def __init__(self, document: YamlDocument, environ: Mapping[str, str], base_dir: Path, read_keys: bool):
         self.document = document
+        self.read_keys = read_keys  # False: where each key comes from is checked, the key is not read
         self.problems = document.problems  # the same list: read to tell whether a check added one
         self.environ = environ
         self.base_dir = base_dir
         self.top: dict[str, Any] = {}
         self.api_credentials: Credentials | None = None
         self.api_stats_credentials: Credentials | None = None
+        self.api_keys_dir: Path | None = None
 
     def problem(self, path: str, message: str) -> None:
         self.document.problem(path, message)
@@ -110,6 +115,7 @@ class _Checker:
                 values[f.name] = value
             if kind is Config and f.name == "api":
                 self.api_credentials, self.api_stats_credentials = value.credentials, value.stats_credentials
+                self.api_keys_dir = value.environment_keys_dir
         return kind(**values)
 
     def field(self, f: Field[Any], kind: Any, m: dict[str, Any], path: str) -> Any:
@@ -260,7 +266,7 @@ class _Checker:
         if raw is None:
             return _LEFT_OUT
         directory = Path(raw) if Path(raw).is_absolute() else self.base_dir / raw
-        if not directory.is_dir():
+        if self.read_keys and not directory.is_dir():  # a keys directory: a Secret, mounted later
             self.problem(path, f"{raw} is not a directory")
         return directory
 
@@ -276,6 +282,13 @@ class _Checker:
         if d.get("credentials") is None:
             self.problem("discovery.credentials", "is required: discovery lists environments with an API key")
         discovery = self.section(DiscoveryConfig, d, path)
+        keys_dir = discovery.environment_keys_dir
+        if keys_dir is not None and self.api_keys_dir is not None and keys_dir != self.api_keys_dir:
+            self.problem(
+                "discovery.environment_keys_dir",
+                f"differs from api.environment_keys_dir ({self.api_keys_dir}): one directory holds every "
+                "environment's key file; set api.environment_keys_dir only",
+            )
         if (
             not isinstance(discovery.credentials, Credentials)
             or discovery.credentials.type not in CREDENTIAL_TYPES
@@ -306,16 +319,22 @@ class _Checker:
             name = self.string(m, "value_env", path)
             if name is None:
                 return None
+            source = f"env {name}"
+            if not self.read_keys:
+                skipped = f"{source} (not looked up)"
+                return Credentials(kind, Secret(""), skipped) if kind in CREDENTIAL_TYPES else None
             value = self.environ.get(name)
             if not value:
                 self.problem(f"{path}.value_env", f"environment variable {name} is not set or empty")
                 return None
-            source = f"env {name}"
         else:
             fname = self.string(m, "value_file", path)
             if fname is None:
                 return None
             file = Path(fname) if Path(fname).is_absolute() else self.base_dir / fname
+            if not self.read_keys:
+                source = f"file {fname} (not read)"
+                return Credentials(kind, Secret(""), source) if kind in CREDENTIAL_TYPES else None
             try:
                 value = read_key_file(file)
             except KeyProblem as exc:
@@ -337,6 +356,9 @@ class _Checker:
 
     def fallback_credentials(self) -> Credentials | None:
         """With no credentials configured, the SPEC's default: environment key, then API key."""
+        if not self.read_keys:
+            where = f"env {ENVIRONMENT_KEY_VAR} or {API_KEY_VAR} (not looked up)"
+            return Credentials("environment_key", Secret(""), where)
         for var, kind in ((ENVIRONMENT_KEY_VAR, "environment_key"), (API_KEY_VAR, "api_key")):
             value = self.environ.get(var)
             if value:
@@ -386,18 +408,23 @@ class _Checker:
                     env_id = None
                 seen.add(env_id or "")
             name = self.string(m, "name", path)
-            if m.get("credentials") is not None:
+            own = m.get("credentials") is not None
+            if own:
                 creds = self.credentials(m["credentials"], f"{path}.credentials")
             elif has_default:
                 creds = self.api_credentials  # None when api.credentials is broken: already reported
             else:
                 creds = fallback
-                if creds is None and not fallback_broken:
+                if creds is None and self.api_keys_dir is not None:
+                    # Its key file comes first anyway; until one is there it reports no_credentials.
+                    where = f"no key file for it in {self.api_keys_dir}, and no default credentials"
+                    creds = Credentials(NO_CREDENTIALS.type, NO_CREDENTIALS.value, where)
+                elif creds is None and not fallback_broken:
                     self.problem(
                         f"{path}.credentials",
-                        "no credentials: set api.credentials, "
-                        f"this environment's credentials, or {ENVIRONMENT_KEY_VAR} / "
-                        f"{API_KEY_VAR} in the exporter's environment",
+                        "no credentials: set api.credentials, api.environment_keys_dir (a file named "
+                        f"{env_id or 'by its id'} there), this environment's credentials, or "
+                        f"{ENVIRONMENT_KEY_VAR} / {API_KEY_VAR} in the exporter's environment",
                     )
             stats = self.api_stats_credentials
             if m.get("stats_credentials") is not None:
@@ -411,6 +438,7 @@ class _Checker:
                         credentials=creds,
                         workspace_id=workspace,
                         stats_credentials=stats,
+                        own_credentials=own,
                     )
                 )
         return envs

@@ -123,6 +123,9 @@ class Environment:
     stats_credentials: Credentials | None = option(
         None, "credentials for its work/stats (default: api.stats_credentials, else its own)"
     )
+    # False when `credentials` are the defaults: a key file named by its id in
+    # api.environment_keys_dir then comes first.
+    own_credentials: bool = option(True, "whether credentials are its own", yaml=False)
 
 
 # -- sections -------------------------------------------------------------------------------
@@ -148,6 +151,11 @@ class ApiConfig:
         (MANAGED_AGENTS_BETA,), "extra anthropic-beta values (managed-agents is always sent)", parse="betas"
     )
     workspace_id: str | None = option(None, "the anthropic-workspace-id header")
+    environment_keys_dir: Path | None = option(
+        None,
+        "a file named <environment_id> here holds the key of any environment without credentials of its own",
+        parse="directory",
+    )
     page_size: int = option(100, "items per page (limit)", minimum=0)
     max_pages: int = option(1000, "more pages than this fail a listing", minimum=0)
     request_timeout_seconds: float = option(
@@ -268,6 +276,14 @@ class Config:
         None, "also watch every environment the API lists", parse="discovery"
     )
     thresholds: Thresholds = section(Thresholds, "when an item needs attention", yaml=False)
+
+    @property
+    def keys_dir(self) -> Path | None:
+        """Where environments' key files are: api.environment_keys_dir, else discovery's (for the
+        discovered ones only; the loader refuses two different directories)."""
+        if self.api.environment_keys_dir is not None:
+            return self.api.environment_keys_dir
+        return self.discovery.environment_keys_dir if self.discovery is not None else None
 
     @property
     def stats_credentials(self) -> Credentials | None:

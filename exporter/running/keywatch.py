@@ -54,7 +54,7 @@ class KeyWatcher(Timer):
         interval: float = KEYS_RECHECK_SECONDS,
     ):
         self.config = config
-        self.directory = config.discovery.environment_keys_dir if config.discovery else None
+        self.directory = config.keys_dir
         self.store = store
         self.hold = hold  # the keys in use, by holder: logs are scrubbed of them, and of no others
         self.on_change = on_change  # the directory's keys changed: merge them in

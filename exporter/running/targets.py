@@ -7,10 +7,12 @@ something changes, so a scrape asks nothing of it but a reference. The list is
 rebuilt by `refresh()`, awaited when discovery or the keys change, a slice at a
 time (`pace.Pace`): 20,000 discovered environments never hold the event loop.
 
-A discovered environment's key is read from `environment_keys_dir/<environment_id>`,
-a mounted Kubernetes Secret (`keyfiles.read_keys_dir`: regular files inside the
-directory only, at most 4 KiB each). An environment without a usable key is still
-watched, and reported with reason `no_credentials` and why.
+An environment without credentials of its own takes its key from
+`api.environment_keys_dir/<environment_id>` (a discovered one also from
+`discovery.environment_keys_dir`), a mounted Kubernetes Secret (`keys.read_keys_dir`:
+regular files inside the directory only, at most 4 KiB each); a configured one without
+a key file there falls back to the default credentials. An environment without a usable
+key is still watched, and reported with reason `no_credentials` and why.
 
 `KeyWatcher` looks at every key file every `KEYS_RECHECK_SECONDS`, in a thread:
 a `value_file` that changed is read again and its key used from the next request
@@ -21,7 +23,7 @@ naming the environments whose key changed, never the key.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -97,19 +99,22 @@ class Targets:
 
     async def refresh(self) -> bool:
         """Merge in what discovery and the keys directory say now; True if anything changed."""
-        if self.config.discovery is None:
+        keys_dir = self.config.keys_dir
+        if self.config.discovery is None and keys_dir is None:
             return False
         version = (self.discovered.generation, self.keys.generation)
         if version == self._version:
             return False
+        configured = self._configured
+        if self.config.api.environment_keys_dir is not None:  # a key file comes before the defaults
+            configured = [self._keyed(env) for env in configured]
         known = {env.id for env in self.config.environments}
         found: dict[str, Environment] = {}
-        keys_dir = self.config.discovery.environment_keys_dir
-        where = f"no key file for it in {keys_dir}" if keys_dir else "no discovery.environment_keys_dir"
+        where = f"no key file for it in {keys_dir}" if keys_dir else "no environment_keys_dir"
         keyless = Credentials(NO_CREDENTIALS.type, NO_CREDENTIALS.value, where)  # one for all of them
         pace = Pace()
         everywhere = len(known)
-        for listed in self.discovered.environments:  # ids unique: discovery said so
+        for listed in self.discovered.environments if self.config.discovery is not None else ():
             if listed.self_hosted and not listed.archived and listed.id not in known:
                 everywhere += 1
                 env = Environment(
@@ -123,6 +128,12 @@ class Targets:
                     found[env.id] = env
             await pace()
         self._known = everywhere
-        merged = self._configured + sorted(found.values(), key=lambda env: env.id)
+        merged = configured + sorted(found.values(), key=lambda env: env.id)
         self._environments, self._by_id, self._version = merged, {env.id: env for env in merged}, version
         return True
+
+    def _keyed(self, env: Environment) -> Environment:
+        """A configured environment with the key file named by its id, when it has no credentials of
+        its own and there is one (a key file that holds no key: no_credentials, saying why)."""
+        key = None if env.own_credentials else self.keys.keys.get(env.id)
+        return env if key is None else replace(env, credentials=key)
