@@ -19,12 +19,13 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from typing import TextIO
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from exporter import __version__
 from exporter.config.flags import parse_args, parse_listen_address, parse_shard
-from exporter.config.load import load_config
+from exporter.config.load import load_config, parse_config
 from exporter.config.schema import Config
 from exporter.config.shard import Shard
 from exporter.config.yamldoc import ConfigError
@@ -67,11 +68,38 @@ def build_registry(
     return registry
 
 
-def loader(args: argparse.Namespace, environ: Mapping[str, str]) -> Load:
+def checked(config: Config, shard: Shard, source: str) -> str:
+    """--check-config's answer: what was found, and which key each environment uses (never the key)."""
+    discovery = config.discovery
+    found = [
+        f"{source}: OK: {len(config.environments)} environment(s) configured",
+        "discovery on" + (f", keys in {config.keys_dir}" if config.keys_dir else "")
+        if discovery
+        else "discovery off",
+        f"shard {shard.index} of {shard.total}" if shard.total > 1 else "one shard",
+        f"scrape mode {config.scrape.mode}",
+    ]
+    lines = [", ".join(found)]
+    keys_dir = config.api.environment_keys_dir
+    for env in config.environments:
+        where = f"{env.credentials.type} from {env.credentials.source}"
+        if not env.own_credentials and keys_dir is not None:
+            where = f"the key file {keys_dir / env.id} if there, else {where}"
+        lines.append(f"  {env.id} ({env.name}): {where}")
+    return "\n".join(lines)
+
+
+def _source(config_file: str) -> str:
+    return "<stdin>" if config_file == "-" else config_file
+
+
+def loader(args: argparse.Namespace, environ: Mapping[str, str], stdin: TextIO | None = None) -> Load:
     """What (re)loading means for these flags: both files, every problem at once.
 
-    With --demo the config is the simulator's, started once, here.
+    With --demo the config is the simulator's, started once, here. `--config.file -` reads
+    `stdin`, once (only --check-config takes it).
     """
+    read_keys = not args.check_config_skip_keys
     demo: Config | None = None
     if args.demo:
         from exporter.demo import start_demo
@@ -84,7 +112,10 @@ def loader(args: argparse.Namespace, environ: Mapping[str, str]) -> Load:
         web = None
         if config is None:
             try:
-                config = load_config(args.config_file, environ)
+                if args.config_file == "-" and stdin is not None:
+                    config = parse_config(stdin.read(), environ, source="<stdin>", read_keys=read_keys)
+                else:
+                    config = load_config(args.config_file, environ, read_keys=read_keys)
             except ConfigError as exc:
                 problems += exc.problems
         if args.web_config:
@@ -161,7 +192,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         shard = parse_shard(args.shard_index, args.shard_total, socket.gethostname())
     except ValueError as exc:
         sys.exit(str(exc))
-    load = loader(args, os.environ)
+    if args.check_config_skip_keys and not args.check_config:
+        sys.exit("--check-config.skip-keys goes with --check-config")
+    if args.config_file == "-" and not args.check_config:
+        sys.exit(
+            "--config.file -: standard input can be read once, for --check-config; a running exporter "
+            "reads its config file again on reload"
+        )
+    load = loader(args, os.environ, stdin=sys.stdin)
     try:
         config, web = load()
     except ConfigError as exc:
@@ -172,10 +210,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except Exception as exc:  # our own bug while loading: one line, never a traceback with a key in it
         sys.exit(f"the configuration could not be loaded: {type(exc).__name__}: {Redactor().clean(str(exc))}")
     if args.check_config:
-        source = "--demo" if args.demo else args.config_file
-        print(f"{source}: OK, {len(config.environments)} environment(s)")
-        for env in config.environments:  # which key each one uses, never the key itself
-            print(f"  {env.id} ({env.name}): {env.credentials.type} from {env.credentials.source}")
+        print(checked(config, shard, "--demo" if args.demo else _source(args.config_file)))
         sys.exit(0)
     limits = ServerLimits()
     try:

@@ -21,7 +21,9 @@ from exporter.config.flags import parse_args, parse_listen_address
 from exporter.web.server import ServerLimits
 
 
-def run(*args: str, env: dict[str, str] | None = None, cwd=None) -> subprocess.CompletedProcess:
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd=None, stdin: str | None = None
+) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
     return subprocess.run(
         [sys.executable, "-m", "exporter", *args],
@@ -29,6 +31,7 @@ def run(*args: str, env: dict[str, str] | None = None, cwd=None) -> subprocess.C
         text=True,
         env={**base, **(env or {})},
         cwd=cwd,
+        input=stdin,
         timeout=60,
         check=False,
     )
@@ -64,11 +67,92 @@ def test_check_config_accepts_a_good_file_and_says_where_each_key_comes_from(tmp
     )
     assert result.returncode == 0
     assert result.stdout == (
-        f"{tmp_path / 'c.yaml'}: OK, 2 environment(s)\n"
+        f"{tmp_path / 'c.yaml'}: OK: 2 environment(s) configured, discovery off, one shard, "
+        "scrape mode on_demand\n"
         "  env_a (env_a): api_key from env ANTHROPIC_API_KEY\n"
         "  env_b (env_b): api_key from env ANTHROPIC_API_KEY\n"
     )
     assert "sk-ant-never-printed" not in result.stdout + result.stderr
+
+
+RENDERED = """\
+api:
+  environment_keys_dir: /etc/anthropic-work-exporter/environment-keys
+environments:
+  - id: env_a
+    name: prod
+  - id: env_b
+    credentials: {type: api_key, value_file: /etc/anthropic-work-exporter/api-key/api-key}
+discovery:
+  credentials: {type: api_key, value_env: ANTHROPIC_API_KEY}
+"""
+
+
+def test_a_rendered_config_is_checked_from_standard_input_without_its_keys():
+    """What `helm template ... | anthropic-work-exporter --check-config --check-config.skip-keys
+    --config.file -` does: every key file and variable is somewhere else, nothing is read."""
+    result = run(
+        "--check-config",
+        "--check-config.skip-keys",
+        "--config.file",
+        "-",
+        "--shard.index",
+        "2",
+        "--shard.total",
+        "3",
+        stdin=RENDERED,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == (
+        "<stdin>: OK: 2 environment(s) configured, discovery on, keys in "
+        "/etc/anthropic-work-exporter/environment-keys, shard 2 of 3, scrape mode on_demand\n"
+        "  env_a (prod): the key file /etc/anthropic-work-exporter/environment-keys/env_a if there, else "
+        "environment_key from env ANTHROPIC_ENVIRONMENT_KEY or ANTHROPIC_API_KEY (not looked up)\n"
+        "  env_b (env_b): api_key from file /etc/anthropic-work-exporter/api-key/api-key (not read)\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        (
+            ["--check-config"],
+            "config.yaml:10: discovery.credentials.value_env: environment variable "
+            "ANTHROPIC_API_KEY is not set or empty",
+        ),
+        (["--check-config", "--check-config.skip-keys"], None),
+    ],
+    ids=["keys-read", "keys-skipped"],
+)
+def test_skipping_keys_skips_the_keys_and_checks_everything_else(tmp_path, args, problem):
+    (tmp_path / "config.yaml").write_text(RENDERED.replace("name: prod", "name: prod\n    bogus: 1"))
+    result = run(*args, "--config.file", "config.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()[1:]
+    expected = [
+        "  config.yaml:6: environments[0].bogus: unknown key (allowed: credentials, id, name, "
+        "stats_credentials, workspace_id)"
+    ]
+    if problem is not None:
+        expected = [
+            "  config.yaml:2: api.environment_keys_dir: /etc/anthropic-work-exporter/environment-keys is not "
+            "a directory",
+            *expected,
+            "  config.yaml:8: environments[1].credentials.value_file: cannot read "
+            "/etc/anthropic-work-exporter/api-key/api-key: No such file or directory",
+            f"  {problem}",
+        ]
+    assert lines == expected
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--config.file", "-"], ["--check-config.skip-keys"]],
+    ids=["stdin-when-running", "skip-keys-when-running"],
+)
+def test_standard_input_and_skipped_keys_are_for_checking_only(args):
+    result = run(*args, stdin="environments: [{id: env_a}]\n")
+    assert result.returncode == 1 and "--check-config" in result.stderr
 
 
 def test_a_missing_config_file_is_named(tmp_path):

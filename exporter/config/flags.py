@@ -33,7 +33,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         dest="config_file",
         default="config.yaml",
         metavar="PATH",
-        help="YAML config file (default: %(default)s)",
+        help="YAML config file (default: %(default)s); with --check-config, - reads standard input",
     )
     p.add_argument(
         "--web.listen-address",
@@ -59,6 +59,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--check-config",
         action="store_true",
         help="validate the config (and web config), print every problem, and exit",
+    )
+    p.add_argument(
+        "--check-config.skip-keys",
+        dest="check_config_skip_keys",
+        action="store_true",
+        help="with --check-config: check everything but the keys themselves (no key file read, no key "
+        "variable looked up), to check a rendered config before its Secrets exist; "
+        "--config.file - reads the config from standard input",
     )
     p.add_argument(
         "--shard.index",
