@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import os
@@ -21,6 +20,7 @@ from processes import exporter_process, simulator_process, wait_for
 from upstream import running_exporter, running_simulator, static_env
 
 from exporter.cli import LongLived, loader
+from exporter.config.flags import parse_args
 from exporter.config.load import load_config, parse_config
 from exporter.config.shard import Shard
 from exporter.running.reload import Reloader, ReloadState
@@ -55,7 +55,7 @@ def test_post_reload_applies_a_good_config_and_refuses_a_broken_one_whole(tmp_pa
     path = tmp_path / "config.yaml"
     with running_simulator(a, b) as (_sim, url):
         write_config(path, url, "env_a")
-        args = argparse.Namespace(demo=False, config_file=str(path), web_config=None)
+        args = parse_args(["--config.file", str(path)])
         initial = (load_config(path, environ), None)
         with running_exporter(initial[0], load=loader(args, environ)) as exporter:
             base = f"http://{exporter.address}"
@@ -90,7 +90,7 @@ def test_an_in_flight_scrape_finishes_on_the_config_it_started_with(tmp_path):
     reloaded = threading.Event()
     with running_simulator(slow, other, sleep=lambda _: reloaded.wait(30)) as (sim, url):
         write_config(path, url, "env_slow")
-        args = argparse.Namespace(demo=False, config_file=str(path), web_config=None)
+        args = parse_args(["--config.file", str(path)])
         with running_exporter(load_config(path, environ), load=loader(args, environ)) as exporter:
             base = f"http://{exporter.address}"
             answers: list[httpx.Response] = []
@@ -143,7 +143,7 @@ def test_the_web_config_reloads_too_but_not_tls_on_or_off(pki):
     with running_simulator(env) as (_sim, url):
         write_config(path, url, "env_a")
         web_path.write_text("")
-        args = argparse.Namespace(demo=False, config_file=str(path), web_config=str(web_path))
+        args = parse_args(["--config.file", str(path), "--web.config.file", str(web_path)])
         load = loader(args, environ)
         config, web = load()
         with running_exporter(config, web, load=load) as exporter:
@@ -259,7 +259,7 @@ def test_reloads_leak_nothing_though_what_lives_long_is_frozen_out_of_the_collec
     memory = LongLived()
     with running_simulator(a, b) as (_sim, url):
         write_config(path, url, "env_a", "env_b")
-        args = argparse.Namespace(demo=False, config_file=str(path), web_config=None)
+        args = parse_args(["--config.file", str(path)])
         config = load_config(path, environ)
         try:
             with running_exporter(config, load=loader(args, environ)) as exporter:
