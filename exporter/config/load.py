@@ -42,7 +42,7 @@ from exporter.config.schema import (
     yaml_keys,
 )
 from exporter.config.vocabulary import CREDENTIAL_TYPES, MANAGED_AGENTS_BETA, environment_id_problem
-from exporter.config.yamldoc import ConfigError, YamlDocument
+from exporter.config.yamldoc import ConfigError, YamlDocument, read_text
 
 __all__ = ["KEYS", "ConfigError", "load_config", "parse_config"]
 
@@ -53,12 +53,7 @@ def load_config(path: str | Path, environ: Mapping[str, str], read_keys: bool = 
     """Read `path` and validate it; raise ConfigError listing every problem. `read_keys=False`
     checks everything but the keys themselves (no key file read, no key variable looked up)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read config file: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: cannot read config file: not UTF-8 text"]) from None
+    text = read_text(path, "config file")
     return parse_config(text, environ, source=str(path), base_dir=path.parent, read_keys=read_keys)
 
 

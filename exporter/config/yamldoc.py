@@ -6,6 +6,7 @@ standard library and PyYAML: the health check reads the web config with it too.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -17,6 +18,16 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]):
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+def read_text(path: Path, what: str) -> str:
+    """The file's text, or a ConfigError naming `what` (config file, web config) and why not."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read {what}: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: cannot read {what}: not UTF-8 text"]) from None
 
 
 class YamlDocument:

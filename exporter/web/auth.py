@@ -34,7 +34,7 @@ from typing import Any
 
 import bcrypt
 
-from exporter.config.yamldoc import ConfigError, YamlDocument
+from exporter.config.yamldoc import YamlDocument, read_text
 
 CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
@@ -141,12 +141,7 @@ def _hash_problem(hashed: object) -> str | None:
 def load_web_config(path: str | Path) -> WebConfig:
     """Parse and check a web config file; ConfigError lists every problem as `file:LINE: key: what`."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read web config: {exc.strerror}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: cannot read web config: not UTF-8 text"]) from None
+    text = read_text(path, "web config")
     document = YamlDocument(text, str(path))
     data = document.data or {}
     if not isinstance(data, dict):
