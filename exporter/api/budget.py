@@ -61,11 +61,6 @@ class RequestBudget:
         if kept is None or kept.until < now + seconds:
             self._pauses[scope] = Pause(now + seconds, why)
 
-    def paused(self) -> int:
-        """How many scopes are paused now."""
-        now = asyncio.get_running_loop().time()
-        return sum(1 for pause in self._pauses.values() if pause.until > now)
-
     async def acquire(self, deadline: float, scopes: Iterable[Hashable] = ()) -> None:
         """Wait until a request in `scopes` may be sent; SourceFailed if that would be after `deadline`."""
         loop = asyncio.get_running_loop()

@@ -63,10 +63,6 @@ ENVIRONMENTS_PATH = "/v1/environments"
 INCLUDE_ARCHIVED_PARAM = "include_archived"
 
 
-def stats_path(environment_id: str) -> str:
-    return STATS_PATH.format(environment_id=quote(environment_id, safe=""))
-
-
 def page_params(page_size: int, cursor: str | None) -> dict[str, str | int]:
     params: dict[str, str | int] = {PAGE_SIZE_PARAM: page_size}
     if cursor is not None:

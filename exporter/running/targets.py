@@ -26,7 +26,6 @@ import logging
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 from exporter.api.codec import ListedEnvironment
 from exporter.config.schema import NO_CREDENTIALS, Config, Credentials, Environment
@@ -35,7 +34,6 @@ from exporter.pace import Pace
 from exporter.running.isolation import Boundary
 
 log = logging.getLogger("exporter.targets")
-T = TypeVar("T")
 
 
 @dataclass
@@ -55,7 +53,7 @@ class DiscoveryState:
 
 @dataclass
 class KeyStore:
-    """The keys last read from the discovery keys directory; long-lived, so a reload reuses them."""
+    """The keys last read from the keys directory; long-lived, so a reload reuses them."""
 
     directory: Path | None = None
     stamp: tuple[object, ...] = ()
