@@ -53,8 +53,9 @@ WORK_PATH = "/v1/environments/{environment_id}/work"
 STATS_PATH = "/v1/environments/{environment_id}/work/stats"
 
 
-def work_path(environment_id: str) -> str:
-    return WORK_PATH.format(environment_id=quote(environment_id, safe=""))
+def environment_path(pattern: str, environment_id: str) -> str:
+    """An endpoint's path (`WORK_PATH`, ...) for one environment: the id as one escaped segment."""
+    return pattern.format(environment_id=quote(environment_id, safe=""))
 
 
 ENVIRONMENTS_PATH = "/v1/environments"

@@ -24,11 +24,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
-from urllib.parse import quote
 
 from prometheus_client.registry import Collector
 
-from exporter.api.codec import UpstreamFormatError
+from exporter.api.codec import UpstreamFormatError, environment_path
 from exporter.config.schema import Config, Credentials, Environment
 from exporter.results import EnvironmentResult, SourceFailed
 from exporter.running.sources import Fetch, Source, WallClock
@@ -70,7 +69,7 @@ class Endpoint:
     per_environment: bool = True
 
     def path_of(self, environment_id: str) -> str:
-        return self.path.format(environment_id=quote(environment_id, safe=""))
+        return environment_path(self.path, environment_id)
 
     def make_source(self, config: Config, state: State, wall_clock: WallClock) -> Source[Any]:
         if self.source is not None:

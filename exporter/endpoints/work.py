@@ -29,7 +29,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from exporter.api.codec import WORK_PATH, Page, UpstreamFormatError, parse_work_page, work_path
+from exporter.api.codec import WORK_PATH, Page, UpstreamFormatError, environment_path, parse_work_page
 from exporter.api.pages import Pages
 from exporter.config.schema import BreakdownConfig, BucketConfig, Config, Credentials, Environment, Thresholds
 from exporter.endpoints.declaration import Endpoint, State
@@ -115,7 +115,7 @@ class WorkSource:
             self.flow_buckets,
             self.max_recent_transitions,
         )
-        path = work_path(env.id)
+        path = environment_path(WORK_PATH, env.id)
 
         def decode(body: bytes) -> tuple[float, Page]:
             arrived = self.wall_clock()  # the page's ages are measured against this
