@@ -241,6 +241,8 @@ class Engine:
         """Drop what is kept for environments no longer watched."""
         for env_id in set(self._keyless) - environment_ids:
             del self._keyless[env_id]
+        in_use = {id(result.failures) for result in self._keyless.values()}
+        self._keyless_why = {why: f for why, f in self._keyless_why.items() if id(f) in in_use}
         self._late &= environment_ids
 
     def _start(self, env: Environment, deadline: float) -> _Listing | EnvironmentResult:
