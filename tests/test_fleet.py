@@ -220,6 +220,40 @@ def test_shards_of_one_fleet_watch_disjoint_sets_that_cover_it(tmp_path):
     assert sorted(e for s in seen for e in s) == sorted(e.id for e in envs)
 
 
+@pytest.mark.parametrize(
+    ("shard", "named"),
+    [
+        (Shard(0, 2), "shard 1 of 2, not by this exporter (shard 0 of 2)"),
+        (
+            parse_shard("auto", 2, "anthropic-work-exporter-0"),
+            "shard 1 of 2 (pod anthropic-work-exporter-1), not by this exporter "
+            "(shard 0 of 2 (pod anthropic-work-exporter-0))",
+        ),
+    ],
+    ids=["index", "auto"],
+)
+def test_a_probe_for_an_environment_of_another_shard_names_that_shard(tmp_path, shard, named):
+    """Configured or discovered, an environment another shard watches: 400 naming that shard (and its pod
+    under --shard.index auto); an id nobody watches keeps its own answer."""
+    envs = [env(f"env_{n:03d}", items=1) for n in range(8)]
+    theirs = [e.id for e in envs if Shard(1, 2).owns(e.id)]
+    for e in envs:
+        (tmp_path / e.id).write_text(e.key)
+    with (
+        running_simulator(*envs) as (_sim, url),
+        running_exporter(discovery_config(url, tmp_path), shard=shard) as exporter,
+    ):
+        base = f"http://{exporter.address}"
+        wait_for("discovery", lambda: watched(httpx.get(f"{base}/metrics").text))
+        answer = httpx.get(f"{base}/probe", params={"environment_id": theirs[0]})
+        nobody = httpx.get(f"{base}/probe", params={"environment_id": "env_nobody_has"})
+    assert (answer.status_code, answer.text) == (
+        400,
+        f"400: environment_id {theirs[0]} is watched by {named}: ask that one\n",
+    )
+    assert nobody.status_code == 400 and "is not watched by this exporter" in nobody.text
+
+
 FLEET = 300
 SHARDS = 3
 SHARD_ALERTS = {

@@ -95,6 +95,7 @@ def parse_shard(index: str, total: int, hostname: str) -> Shard:
     """--shard.index N|auto and --shard.total M; `hostname` is where auto reads N from."""
     if total < 1:
         raise ValueError(f"--shard.total: want a positive number, got {total}")
+    pod_prefix = None
     if index == "auto":
         match = re.search(r"(\d+)$", hostname)
         if match is None:
@@ -102,10 +103,10 @@ def parse_shard(index: str, total: int, hostname: str) -> Shard:
                 f"--shard.index auto: the host name {hostname!r} does not end in a number "
                 "(a StatefulSet pod's does: name-0, name-1, ...)"
             )
-        index = match.group(1)
+        index, pod_prefix = match.group(1), hostname[: match.start()]
     if not index.isdigit() or not 0 <= int(index) < total:
         raise ValueError(f"--shard.index: want auto or a number from 0 to {total - 1}, got {index!r}")
-    return Shard(int(index), total)
+    return Shard(int(index), total, pod_prefix)
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:

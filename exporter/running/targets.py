@@ -91,6 +91,23 @@ class Targets:
     def find(self, environment_id: str) -> Environment | None:
         return self._by_id.get(environment_id)
 
+    def elsewhere(self, environment_id: str) -> str | None:
+        """The shard that watches `environment_id` when it is another one (`shard 1 of 3 (pod x-1)`):
+        configured, or found by the last discovery, and hashed to another shard. None otherwise."""
+        owner = self.shard.owner(environment_id)
+        if owner == self.shard.index:
+            return None
+        configured = any(env.id == environment_id for env in self.config.environments)
+        discovered = self.config.discovery is not None and any(
+            listed.id == environment_id and listed.self_hosted and not listed.archived
+            for listed in self.discovered.environments
+        )
+        return self.shard.name(owner) if configured or discovered else None
+
+    def here(self) -> str:
+        """This replica's shard, by name (`shard 0 of 3 (pod x-0)`)."""
+        return self.shard.name(self.shard.index)
+
     def known(self) -> int:
         """Environments configured and discovered in every shard: what all replicas must watch."""
         return self._known

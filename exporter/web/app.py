@@ -177,6 +177,16 @@ class ExporterApp:
             )
             return
         env = runtime.targets.find(ids[0])
+        owner = runtime.targets.elsewhere(ids[0]) if env is None else None
+        if owner is not None:
+            await _reply(
+                send,
+                scope,
+                400,
+                f"400: environment_id {ids[0]} is watched by {owner}, not by this exporter "
+                f"({runtime.targets.here()}): ask that one\n",
+            )
+            return
         if env is None:
             await _reply(
                 send,
