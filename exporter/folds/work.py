@@ -114,10 +114,12 @@ class Noted(NamedTuple):
 
 
 # The kinds of attention, in the order the debug page shows them.
-QUEUED = "queued"  # queued longer than thresholds.queue_wait_seconds
-STALE_HEARTBEAT = "stale_heartbeat"  # heartbeat older than thresholds.stale_heartbeat_seconds
-NO_HEARTBEAT = "no_heartbeat"  # never heartbeated, in its state longer than the lease
-STUCK_STOPPING = "stuck_stopping"  # stopping longer than thresholds.stopping_seconds
+QUEUED = "queued"  # queued longer than thresholds.queue_wait_too_long
+STALE_HEARTBEAT = "stale_heartbeat"  # heartbeat older than thresholds.stale_heartbeat
+NO_HEARTBEAT = (
+    "no_heartbeat"  # never heartbeated, in its state longer than thresholds.starting_without_heartbeat
+)
+STUCK_STOPPING = "stuck_stopping"  # stopping longer than thresholds.stuck_stopping
 ATTENTION_KINDS = (QUEUED, STALE_HEARTBEAT, NO_HEARTBEAT, STUCK_STOPPING)
 ATTENTION_ITEMS = 20  # of each kind, kept by every listing (the debug page may ask more of its own)
 
@@ -207,8 +209,8 @@ class Aggregator:
         without, without_max = s.without_heartbeat, s.without_heartbeat_age_max
         since_index, breakdown = _SINCE_INDEX, self._breakdown if self.metadata_keys else None
         limits, attention = self.thresholds, s.attention
-        queue_limit, stale_limit = limits.queue_wait_seconds, limits.stale_heartbeat_seconds
-        lease_limit, stopping_limit = limits.without_heartbeat_seconds, limits.stopping_seconds
+        queue_limit, stale_limit = limits.queue_wait_too_long, limits.stale_heartbeat
+        lease_limit, stopping_limit = limits.starting_without_heartbeat, limits.stuck_stopping
         # Counted, and kept while the heap has room or the item is older than its youngest.
         noted, kept = attention.counts, attention.limit
         queued_heap, stale_heap = attention.heaps[QUEUED], attention.heaps[STALE_HEARTBEAT]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 
 from exporter.api.codec import KNOWN_STATES
 from exporter.api.requests import Try
@@ -49,10 +50,10 @@ MAX_ITEMS = 1000
 def titles(thresholds: Thresholds) -> dict[str, str]:
     """Each kind of attention's section title, with the threshold that decides it."""
     return {
-        QUEUED: f"Queued longer than {thresholds.queue_wait_seconds:g} s",
-        STALE_HEARTBEAT: f"Heartbeat older than {thresholds.stale_heartbeat_seconds:g} s",
-        NO_HEARTBEAT: f"Never heartbeated, in state longer than {thresholds.without_heartbeat_seconds:g} s",
-        STUCK_STOPPING: f"Stopping longer than {thresholds.stopping_seconds:g} s",
+        QUEUED: f"Queued longer than {thresholds.queue_wait_too_long:g} s",
+        STALE_HEARTBEAT: f"Heartbeat older than {thresholds.stale_heartbeat:g} s",
+        NO_HEARTBEAT: f"Never heartbeated, in state longer than {thresholds.starting_without_heartbeat:g} s",
+        STUCK_STOPPING: f"Stopping longer than {thresholds.stuck_stopping:g} s",
     }
 
 
@@ -79,10 +80,7 @@ def settings(env: Environment, config: Config) -> list[tuple[str, str]]:
         ("scrape.refresh_interval_seconds", f"{scrape.refresh_interval_seconds:g}"),
         ("scrape.clock_skew_seconds", f"{scrape.clock_skew_seconds:g}"),
         ("breakdown.metadata_keys", ",".join(config.breakdown.metadata_keys) or "none"),
-        ("thresholds.queue_wait_seconds", f"{limits.queue_wait_seconds:g}"),
-        ("thresholds.stale_heartbeat_seconds", f"{limits.stale_heartbeat_seconds:g}"),
-        ("thresholds.without_heartbeat_seconds", f"{limits.without_heartbeat_seconds:g}"),
-        ("thresholds.stopping_seconds", f"{limits.stopping_seconds:g}"),
+        *((f"thresholds.{f.name}", f"{getattr(limits, f.name):g}") for f in fields(limits)),
     ]
 
 

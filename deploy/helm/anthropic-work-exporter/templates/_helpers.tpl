@@ -34,3 +34,19 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- define "awe.environmentKeysSecret" -}}
 {{- .Values.environmentKeys.existingSecret | default (printf "%s-environment-keys" (include "awe.fullname" .)) -}}
 {{- end -}}
+
+{{/* A number as the exporter writes it in a bucket's `le` label: 90 -> "90.0", 2.5 -> "2.5". */}}
+{{- define "awe.le" -}}
+{{- $v := float64 . -}}
+{{- if eq $v (floor $v) -}}{{ printf "%.1f" $v }}{{- else -}}{{ $v }}{{- end -}}
+{{- end -}}
+
+{{/* The exporter's config: `config`, with `prometheusRule.thresholds` as its `thresholds`
+     (queueBacklog -> queue_backlog): the pages say the thresholds the alerts use. */}}
+{{- define "awe.config" -}}
+{{- $thresholds := dict -}}
+{{- range $name, $value := .Values.prometheusRule.thresholds -}}
+{{- $_ := set $thresholds (snakecase $name) $value -}}
+{{- end -}}
+{{- toYaml (merge (dict "thresholds" $thresholds) (deepCopy (.Values.config | default dict))) -}}
+{{- end -}}
