@@ -24,7 +24,7 @@ from typing import TextIO
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
 from exporter import __version__
-from exporter.config.flags import parse_args, parse_listen_address, parse_shard
+from exporter.config.flags import parse_args, parse_external_url, parse_listen_address, parse_shard
 from exporter.config.load import load_config, parse_config
 from exporter.config.schema import Config
 from exporter.config.shard import Shard
@@ -140,6 +140,7 @@ async def run_exporter(
     demo: bool = False,
     shard: Shard | None = None,
     limits: ServerLimits | None = None,
+    external_url: str = "",
     on_started: Callable[[Reloader], None] | None = None,
     endpoints: Sequence[Endpoint] = ENDPOINTS,
     watched_changed: Callable[[], None] = lambda: None,
@@ -169,7 +170,14 @@ async def run_exporter(
         known=lambda: reloader.current.targets.known(),
     )
     app = ExporterApp(
-        reloader, registry, lasting.exposition, lasting.store, state, clean=lasting.redactor.clean, demo=demo
+        reloader,
+        registry,
+        lasting.exposition,
+        lasting.store,
+        state,
+        clean=lasting.redactor.clean,
+        demo=demo,
+        external_url=external_url,
     )
     app.start()
     server = HttpServer(app, sock, tls, limits or ServerLimits())
@@ -190,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         host, port = parse_listen_address(args.listen)
         shard = parse_shard(args.shard_index, args.shard_total, socket.gethostname())
+        external_url = parse_external_url(args.external_url)
     except ValueError as exc:
         sys.exit(str(exc))
     if args.check_config_skip_keys and not args.check_config:
@@ -228,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "shard": f"{shard.index} of {shard.total}",
         },
     )
-    asyncio.run(_serve_until_signalled(sock, (config, web), load, args.demo, limits, shard))
+    asyncio.run(_serve_until_signalled(sock, (config, web), load, args.demo, limits, shard, external_url))
 
 
 async def _serve_until_signalled(
@@ -238,6 +247,7 @@ async def _serve_until_signalled(
     demo: bool,
     limits: ServerLimits,
     shard: Shard,
+    external_url: str,
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -266,6 +276,7 @@ async def _serve_until_signalled(
         demo=demo,
         shard=shard,
         limits=limits,
+        external_url=external_url,
         on_started=on_started,
         watched_changed=memory.freeze,
         reloaded=memory.settle,

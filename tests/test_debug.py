@@ -3,12 +3,14 @@ settings without a key, and the work items that need attention, oldest first, ch
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
 import pytest
 from conftest import NOW, page, rfc3339, work
 from fake_upstream import fake_upstream
+from htmlpage import Page
 from upstream import running_exporter
 
 from exporter.api.codec import WorkItem
@@ -204,3 +206,93 @@ def test_a_request_id_that_echoes_the_key_is_shown_without_it():
                 f"http://{exporter.address}/probe?environment_id=env_a&debug=true", timeout=30
             ).text
     assert "request-id req_[REDACTED]" in text and KEY not in text
+
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        (BROWSER_ACCEPT, "text/html; charset=utf-8"),
+        ("*/*", "text/plain; charset=utf-8"),  # curl
+        (None, "text/plain; charset=utf-8"),
+        ("text/plain", "text/plain; charset=utf-8"),
+        ("text/html;q=0.5, text/plain", "text/plain; charset=utf-8"),
+    ],
+)
+def test_a_browser_gets_the_debug_page_as_html_and_tools_as_text(accept, content_type):
+    with fake_upstream() as fake:
+        fake.pages("/v1/environments/env_a/work", listing_pages(3, 100))
+        fake.answer("/v1/environments/env_a/work/stats", STATS)
+        with running_exporter(config(fake)) as exporter:
+            headers = {"Accept": accept} if accept else {}
+            url = f"http://{exporter.address}/probe?environment_id=env_a&debug=true"
+            response = httpx.get(url, headers=headers, timeout=30)
+    assert (response.status_code, response.headers["content-type"]) == (200, content_type)
+
+
+def test_the_html_debug_page_starts_with_the_summary_then_one_anchored_section_per_condition():
+    now = time.time()
+    stale = work("active", id="work_stale", age=3000, heartbeat_age=1200, now=now, data={"id": "sesn_stale"})
+    stale["metadata"] = {"team": "search"}
+    fresh = work("active", id="work_fresh", age=3000, heartbeat_age=3, now=now, data={"id": "sesn_fresh"})
+    young = work("starting", id="work_young", age=5, now=now, data={"id": "sesn_young"})  # under 90 s
+    mute = work("starting", id="work_mute", age=600, now=now, data={"id": "sesn_mute"})
+    stopping = work(
+        "stopping", id="work_stuck", age=4000, heartbeat_age=30, now=now, data={"id": "sesn_stuck"}
+    )
+    pages = listing_pages(250, 100)
+    pages[1]["data"] += [stale, fresh, young, mute, stopping]
+    with fake_upstream() as fake:
+        fake.pages("/v1/environments/env_a/work", pages)
+        fake.answer("/v1/environments/env_a/work/stats", STATS)
+        with running_exporter(config(fake)) as exporter:
+            url = f"http://{exporter.address}/probe?environment_id=env_a&debug=true&debug_items=3"
+            response = httpx.get(url, headers={"Accept": BROWSER_ACCEPT}, timeout=30)
+    shown = Page(response.text)
+    sections = ["summary", "queued-too-long", "stale-heartbeat", "without-heartbeat", "stuck-stopping"]
+    assert [i for i in shown.ids if i in {*sections, "log", "metrics", "settings"}] == [
+        *sections,
+        "log",
+        "metrics",
+        "settings",
+    ]
+    (states,) = shown.table("states").records()
+    assert {k: c.text for k, c in states.items()} == {
+        "items": "255",
+        "queued": "250",
+        "starting": "2",
+        "active": "2",
+        "stopping": "1",
+        "stopped": "0",
+    }
+    assert states["queued"].classes == {"bad"}  # above the backlog threshold, 50
+    attention = {r["needs attention"].text: r for r in shown.table("attention").records()}
+    assert {k: r["items"].text for k, r in attention.items()} == {
+        "Queued longer than 300 s": "250",
+        "Heartbeat older than 90 s": "1",
+        "Never heartbeated, in state longer than 90 s": "1",
+        "Stopping longer than 600 s": "1",
+    }
+    assert attention["Queued longer than 300 s"]["needs attention"].links == ["#queued-too-long"]
+    items = [t for t in shown.tables if "items" in t.attrs.get("class", "").split()]
+    listed = [[r["work id"].text for r in t.records()] for t in items]
+    assert listed == [
+        ["work_00249", "work_00248", "work_00247"],
+        ["work_stale"],
+        ["work_mute"],
+        ["work_stuck"],
+    ]
+    (stale_row,) = items[1].records()
+    assert stale_row["session id"].text == "sesn_stale" and stale_row["metadata"].text == "team=search"
+    assert re.fullmatch(
+        r"heartbeat 120\d s \(20m0\ds\), in state 300\d s \(50m0\ds\)", stale_row["ages"].text
+    )
+    assert "work_young" not in response.text and "work_fresh" not in response.text
+    assert (
+        response.text.index('id="summary"')
+        < response.text.index('id="log"')
+        < response.text.index('id="metrics"')
+    )
+    assert KEY not in response.text

@@ -9,17 +9,23 @@ import gzip
 import io
 import logging
 import math
+import re
 import ssl
 import subprocess
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from exposition import samples, value
+from htmlpage import Page
 from tools import require
 from upstream import config_for, running_exporter, running_simulator, static_env
 
+from exporter.config.flags import parse_external_url
 from exporter.config.schema import ScrapeConfig
 from exporter.config.yamldoc import ConfigError
 from exporter.logs import LogfmtFormatter
@@ -28,6 +34,8 @@ from exporter.web.app import MAX_SCRAPE_TIMEOUT_SECONDS, scrape_budget
 from exporter.web.auth import BasicAuth, load_web_config
 
 NOW = time.time()
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "rules" / "anthropic-work.rules.yml"
 BCRYPT_PW = "$2y$04$5rdYXI91QPOFthQdfP4jSerUv2iCnvWhLd/KhtLAdmNXDUKCgnHaq"  # "pw", cost 4
 
 
@@ -171,10 +179,40 @@ def test_health_readiness_and_landing_page():
         reload_by_get = httpx.get(f"http://{exporter.address}/-/reload")
     assert (healthy.status_code, healthy.text) == (200, "Healthy\n")
     assert (ready.status_code, ready.text) == (200, "Ready\n")
-    assert '<a href="/metrics">' in landing.text and "/probe?environment_id=env_a" in landing.text
-    assert "<td>not listed yet</td>" in before.text
-    assert "<td>ok at 20" in landing.text
+    (waiting,) = Page(before.text).table("environments").records()
+    assert (waiting["status"].text, waiting["last listing"].text) == ("not listed yet", "")
+    page = Page(landing.text)
+    assert page.links["/metrics"] == "/metrics" and page.links["the runbooks"] == "/docs/runbooks"
+    (row,) = page.table("environments").records()
+    assert list(row) == [
+        "environment",
+        "name",
+        "status",
+        "last listing",
+        "queued",
+        "starting",
+        "active",
+        "stopping",
+        "stopped",
+        "debug page",
+    ]
+    assert row["environment"].links == ["/probe?environment_id=env_a"]
+    assert (row["status"].text, row["status"].classes) == ("ok", {"status", "ok"})
+    assert re.fullmatch(r"\d+ s ago", row["last listing"].text)
+    (when,) = row["last listing"].inner
+    assert (
+        re.fullmatch(r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ", when["title"]) and when["datetime"] == when["title"]
+    )
+    assert [row[s].text for s in ("queued", "starting", "active", "stopping", "stopped")] == [
+        "1",
+        "0",
+        "0",
+        "0",
+        "0",
+    ]
+    assert row["debug page"].links == ["/probe?environment_id=env_a&debug=true"]
     assert "<h1>anthropic-work-exporter 0.1.0</h1>" in landing.text
+    families = {r["family"].text: r for r in page.tables[-1].records()}
     for family in (
         "anthropic_work_items",
         "anthropic_work_transitions_total",  # counters by the names a scrape shows
@@ -182,16 +220,75 @@ def test_health_readiness_and_landing_page():
         "process_cpu_seconds_total",
         "anthropic_work_exporter_build_info",
     ):
-        assert f"<tr><td><code>{family}</code></td>" in landing.text  # with its type and help
-    assert "<code>anthropic_work_transitions</code>" not in landing.text
-    row = landing.text.split('<a href="/probe?environment_id=env_a">env_a</a>')[1].split("</tr>")[0]
-    assert "<td>ok at 20" in row and '<a href="/probe?environment_id=env_a&amp;debug=true">debug</a>' in row
-    assert "<td>1 / 0 / 0 / 0 / 0</td>" in row  # its one item is queued
+        assert families[family]["meaning"].text  # with its type and help
+    assert "anthropic_work_transitions" not in families
+    assert families["anthropic_work_state_age_seconds"]["type"].text == "gaugehistogram"
     assert "<p>Config: loaded at 20" in landing.text
-    assert "<td>gaugehistogram</td><td>Seconds in the current state" in landing.text
     assert missing.status_code == 404
     assert (posted.status_code, posted.headers["allow"]) == (405, "GET, HEAD")
     assert (reload_by_get.status_code, reload_by_get.headers["allow"]) == (405, "POST, PUT")
+
+
+def test_the_landing_page_tells_a_failing_environment_by_colour_and_word_with_its_reason():
+    good, gone = static_env("env_good", 2, NOW), static_env("env_gone", 1, NOW)  # gone: its key is refused
+    with running_simulator(good) as (_sim, url), running_exporter(config_for(url, good, gone)) as exporter:
+        httpx.get(f"http://{exporter.address}/metrics")
+        rows = {
+            r["environment"].text: r
+            for r in Page(httpx.get(f"http://{exporter.address}/").text).table("environments").records()
+        }
+    assert (rows["env_good"]["status"].text, rows["env_good"]["status"].classes) == ("ok", {"status", "ok"})
+    failing = rows["env_gone"]["status"]
+    assert (failing.text, failing.classes) == ("failing (http_401)", {"status", "failed"})
+    assert [rows["env_gone"][s].text for s in ("queued", "active")] == ["", ""]  # nothing listed
+
+
+def test_links_start_with_the_external_url_and_the_runbooks_are_served():
+    env = static_env("env_a", 1, NOW)
+    base = "https://example.com/work-exporter"
+    with (
+        running_simulator(env) as (_sim, url),
+        running_exporter(config_for(url, env), external_url=base) as exporter,
+    ):
+        landing = Page(httpx.get(f"http://{exporter.address}/").text)
+        runbooks = httpx.get(f"http://{exporter.address}/docs/runbooks")
+        debug = httpx.get(
+            f"http://{exporter.address}/probe",
+            params={"environment_id": "env_a", "debug": "true"},
+            headers={"Accept": "text/html"},
+        )
+    assert landing.links["the runbooks"] == f"{base}/docs/runbooks"
+    (row,) = landing.table("environments").records()
+    assert row["debug page"].links == [f"{base}/probe?environment_id=env_a&debug=true"]
+    assert Page(debug.text).links["runbooks"] == f"{base}/docs/runbooks"
+    assert runbooks.status_code == 200 and runbooks.headers["content-type"] == "text/html; charset=utf-8"
+    ids = Page(runbooks.text).ids
+    alerts = [
+        r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r
+    ]
+    assert {alert.lower() for alert in alerts} <= set(ids)  # every runbook_url's anchor
+
+
+def test_the_runbooks_page_is_what_docs_runbooks_md_makes():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/runbooks.py"), "--check"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("ftp://example.com", "want an absolute http(s) URL"),
+        ("/work-exporter", "want an absolute http(s) URL"),
+        ("https://example.com/x?y=1", "without ?query or #fragment"),
+        ('https://example.com/"x', "without spaces, quotes or <>"),
+    ],
+)
+def test_a_bad_external_url_is_refused_naming_the_flag(value, problem):
+    with pytest.raises(ValueError, match=r"--web\.external-url") as refused:
+        parse_external_url(value)
+    assert problem in str(refused.value)
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,7 @@ def running_exporter(
     limits: ServerLimits | None = None,
     shard: Shard | None = None,
     endpoints: Sequence[Endpoint] = ENDPOINTS,
+    external_url: str = "",
 ) -> Iterator[Exporter]:
     """The exporter wired as the CLI wires it, on its own event loop in a thread; `endpoints`: what it
     reads upstream."""
@@ -98,6 +99,7 @@ def running_exporter(
             stop,
             limits=limits,
             shard=shard,
+            external_url=external_url,
             on_started=on_started,
             endpoints=endpoints,
         )

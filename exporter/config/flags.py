@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from exporter import __version__
 from exporter.config.shard import Shard
@@ -46,6 +47,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         dest="web_config",
         metavar="PATH",
         help="TLS and basic auth, in the Prometheus exporter-toolkit web config format",
+    )
+    p.add_argument(
+        "--web.external-url",
+        dest="external_url",
+        default="",
+        metavar="URL",
+        help="the URL the exporter is reached at, when a proxy serves it under another address or path "
+        "(https://example.com/work-exporter): the pages' links start with it",
     )
     p.add_argument("--log.level", dest="log_level", choices=list(LOG_LEVELS), default="info")
     p.add_argument("--log.format", dest="log_format", choices=["logfmt", "json"], default="logfmt")
@@ -107,6 +116,21 @@ def parse_shard(index: str, total: int, hostname: str) -> Shard:
     if not index.isdigit() or not 0 <= int(index) < total:
         raise ValueError(f"--shard.index: want auto or a number from 0 to {total - 1}, got {index!r}")
     return Shard(int(index), total, pod_prefix)
+
+
+def parse_external_url(value: str) -> str:
+    """--web.external-url: an absolute http(s) URL without query or fragment, its trailing / dropped
+    ("" when not set: links stay relative)."""
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ValueError(
+            f"--web.external-url: want an absolute http(s) URL without ?query or #fragment, got {value!r}"
+        )
+    if not value.isascii() or any(c.isspace() or c in "<>\"'" for c in value):
+        raise ValueError(f"--web.external-url: want a URL without spaces, quotes or <>, got {value!r}")
+    return value.rstrip("/")
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:

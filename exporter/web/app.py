@@ -17,18 +17,17 @@ traceback and answered with a plain 500.
 from __future__ import annotations
 
 import asyncio
-import html
+import importlib.resources
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 
-from exporter import __version__
 from exporter.api.codec import KNOWN_STATES
 from exporter.config.schema import Environment, ScrapeConfig
 from exporter.folds.work import ATTENTION_ITEMS
@@ -38,8 +37,8 @@ from exporter.results import EnvironmentResult
 from exporter.running.engine import Busy
 from exporter.running.reload import Reloader, ReloadState, Runtime
 from exporter.running.store import ResultStore
-from exporter.web import debug
-from exporter.web.negotiate import accepts_gzip, choose_format
+from exporter.web import debug, pages
+from exporter.web.negotiate import accepts_gzip, choose_format, prefers_html
 
 log = logging.getLogger("exporter.http")
 
@@ -47,6 +46,10 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
+HTML = ("Content-Type", "text/html; charset=utf-8")
+# docs/runbooks.md as a page (made by scripts/runbooks.py), served at /docs/runbooks: an alert's
+# runbook_url can point at the exporter itself.
+RUNBOOKS = (importlib.resources.files("exporter.web") / "runbooks.html").read_bytes()
 MIN_BUDGET_SECONDS = 0.1
 LANDING_PAGE_ENVIRONMENTS = 500  # rows; past that, /metrics and the dashboards are the place
 # Prometheus caps a scrape timeout at the scrape interval; anything past an hour is not a timeout.
@@ -75,6 +78,8 @@ class ExporterApp:
         *,
         clean: Callable[[str, int], str],
         demo: bool = False,
+        external_url: str = "",
+        clock: Callable[[], float] = time.time,
     ):
         self.reloader = reloader
         self.registry = registry  # the exporter's own metrics: shown on /metrics only
@@ -83,6 +88,8 @@ class ExporterApp:
         self.reload_state = reload_state  # the last reload's outcome, for the landing page
         self.clean = clean  # scrubs upstream text of every key in use, for the debug page
         self.demo = demo
+        self.links = pages.Links(external_url)  # absolute links under --web.external-url
+        self.clock = clock  # the landing page's "12 s ago"
         # A name[] filter that asks only for these lists nothing upstream.
         self.own_families = tuple(family.name for family in registry.collect())
         self._renderer: asyncio.Task[None] | None = None
@@ -162,7 +169,9 @@ class ExporterApp:
             await _reply(send, scope, 200, "Ready\n")
         elif path == "/":
             page = self._landing_page(runtime.targets.environments())
-            await _reply(send, scope, 200, page, [("Content-Type", "text/html; charset=utf-8")])
+            await _reply(send, scope, 200, page, [HTML])
+        elif path == "/docs/runbooks":
+            await _reply(send, scope, 200, RUNBOOKS, [HTML])
         else:
             await _reply(send, scope, 404, "Not found. Try /metrics or /probe.\n")
 
@@ -220,8 +229,11 @@ class ExporterApp:
         metrics = await self.exposition.render([examined.result], [env.id], None, fmt=TEXT, gzip=False)
         settings = debug.settings(env, runtime.config)
         thresholds = runtime.config.thresholds
-        page = debug.report(env, examined, metrics.body.decode(), settings, thresholds, items, self.clean)
-        await _reply(send, scope, 200, page)
+        report = debug.examine(env, examined, metrics.body.decode(), settings, thresholds, items, self.clean)
+        if prefers_html(headers.get("accept")):
+            await _reply(send, scope, 200, debug.page(report, self.links), [HTML])
+        else:
+            await _reply(send, scope, 200, debug.text(report))
 
     async def _metrics(
         self,
@@ -260,60 +272,21 @@ class ExporterApp:
         await _reply(send, scope, 200, response.body, [("Content-Type", response.content_type), *extra])
 
     def _landing_page(self, environments: Sequence[Environment]) -> str:
-        rows = "".join(self._row(env) for env in environments[:LANDING_PAGE_ENVIRONMENTS])
-        if len(environments) > LANDING_PAGE_ENVIRONMENTS:
-            more = len(environments) - LANDING_PAGE_ENVIRONMENTS
-            rows += f"<tr><td colspan=4>and {more} more: see /metrics</td></tr>"
-        demo = " <strong>Demo mode</strong>: a built-in simulated API." if self.demo else ""
-        families = [*self.exposition.families(), *self.registry.collect()]
-        metrics = "".join(
-            f"<tr><td><code>{html.escape(_exposed_name(m))}</code></td><td>{html.escape(m.type)}</td>"
-            f"<td>{html.escape(m.documentation)}</td></tr>"
-            for m in sorted(families, key=_exposed_name)
-        )
-        state = self.reload_state
-        when = _utc(state.last_success_timestamp) if state.last_success_timestamp else "never"
-        reload = (
-            f"<p>Config: loaded at {when}.</p>"
-            if state.successful
-            else "<p><strong>The last reload was refused</strong>; the config loaded at "
-            f"{when} still runs:</p><pre>{html.escape(state.message)}</pre>"
-        )
-        keys = ", ".join(KNOWN_STATES)
-        return (
-            "<!doctype html><html><head><title>anthropic-work-exporter</title></head><body>"
-            f"<h1>anthropic-work-exporter {html.escape(__version__)}</h1><p>Work items of Anthropic "
-            f"Managed Agents self-hosted environments, for Prometheus.{demo}</p>{reload}<ul>"
-            '<li><a href="/metrics">/metrics</a>: every environment this exporter watches, and its own '
-            "metrics; <code>/probe?environment_id=…</code>: one environment, and with "
-            "<code>&amp;debug=true</code> its debug page</li>"
-            '<li><a href="/-/healthy">/-/healthy</a>, <a href="/-/ready">/-/ready</a>; '
-            "<code>POST /-/reload</code> reloads the config</li>"
-            f"<li>Documentation: the README and <code>docs/</code> of version {html.escape(__version__)}; "
-            'the web config format: <a href="https://github.com/prometheus/exporter-toolkit/blob/master/'
-            'docs/web-configuration.md">exporter-toolkit</a></li></ul>'
-            "<h2>Environments</h2><table><tr><th>environment</th><th>name</th><th>last listing</th>"
-            f"<th>items ({keys})</th><th></th></tr>{rows}</table>"
-            "<h2>Metrics</h2><table><tr><th>family</th><th>type</th><th>meaning</th></tr>"
-            f"{metrics}</table></body></html>\n"
-        )
-
-    def _row(self, env: Environment) -> str:
-        query = html.escape(urlencode({"environment_id": env.id}))
-        summary = self.store.summary(env.id)
-        counts = ""
-        if summary is None:
-            last = "not listed yet"
-        else:
-            last = f"{'ok' if summary.success else 'failed'} at {_utc(summary.finished_at)}" + (
-                f" ({', '.join(summary.reasons)})" if summary.reasons else ""
-            )
-            if summary.items:
-                counts = " / ".join(str(summary.items.get(state, 0)) for state in KNOWN_STATES)
-        return (
-            f'<tr><td><a href="/probe?{query}">{html.escape(env.id)}</a></td>'
-            f"<td>{html.escape(env.name)}</td><td>{html.escape(last)}</td><td>{counts}</td>"
-            f'<td><a href="/probe?{query}&amp;debug=true">debug</a></td></tr>'
+        shown = environments[:LANDING_PAGE_ENVIRONMENTS]
+        families = [
+            pages.Family(_exposed_name(m), m.type, m.documentation)
+            for m in [*self.exposition.families(), *self.registry.collect()]
+        ]
+        return pages.landing(
+            environments,
+            [self.store.summary(env.id) for env in shown],
+            KNOWN_STATES,
+            families,
+            self.reload_state,
+            self.clock(),
+            self.links,
+            demo=self.demo,
+            shown=LANDING_PAGE_ENVIRONMENTS,
         )
 
 
@@ -347,10 +320,6 @@ def _flag(query: dict[str, list[str]], name: str) -> bool | str:
 def _exposed_name(metric: Metric) -> str:
     """The name a scrape shows: a counter's samples end in `_total`."""
     return f"{metric.name}_total" if metric.type == "counter" else metric.name
-
-
-def _utc(unix: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -23,9 +23,10 @@ so a debug page can join a listing in flight and still show them; memory stays f
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, fields
 
 from exporter.api.codec import KNOWN_STATES
 from exporter.api.requests import Try
@@ -42,6 +43,7 @@ from exporter.folds.work import (
     WorkSummary,
 )
 from exporter.running.engine import Examined
+from exporter.web import pages
 
 DEFAULT_ITEMS = 20
 MAX_ITEMS = 1000
@@ -88,7 +90,42 @@ def _where(credentials: Credentials) -> str:
     return f"{credentials.type} from {credentials.source}"
 
 
-def report(
+ANCHORS = {  # each kind's section id, for links from the summary, the alerts and the runbooks
+    QUEUED: "queued-too-long",
+    STALE_HEARTBEAT: "stale-heartbeat",
+    NO_HEARTBEAT: "without-heartbeat",
+    STUCK_STOPPING: "stuck-stopping",
+}
+
+
+@dataclass(frozen=True)
+class Section:
+    """The items of one kind needing attention: the exact count and the oldest few."""
+
+    anchor: str
+    title: str  # with its threshold: "Queued longer than 300 s"
+    count: int
+    items: list[Noted]
+    note: str  # why fewer are listed than asked, or ""
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the page says, in its order, whatever it is rendered as (text or HTML)."""
+
+    env: Environment
+    heading: str  # "listing ended 2026-...Z, in 0.412s"
+    states: list[tuple[str, int]] | None  # None: the work listing failed
+    failure: str  # why, when it failed
+    sections: list[Section]
+    log: list[str]
+    outcomes: list[tuple[str, str]]  # (source, "ok" or "failed, reason: message")
+    metrics: str
+    settings: Sequence[tuple[str, str]]
+    queue_backlog: float  # AnthropicWorkQueueBacklog's threshold, beside the queued count
+
+
+def examine(
     env: Environment,
     examined: Examined,
     metrics: str,
@@ -96,59 +133,140 @@ def report(
     thresholds: Thresholds,
     shown: int,
     clean: Callable[[str, int], str],
-) -> str:
-    """The page's text; at most `shown` items of each kind needing attention. `clean` scrubs upstream
-    text (the request ids) of keys and unprintable characters."""
+) -> Report:
+    """The page's content; at most `shown` items of each kind needing attention. `clean` scrubs
+    upstream text (the request ids) of keys and unprintable characters."""
     result = examined.result
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(result.finished_at))
     joined = " (joined a listing already in flight)" if examined.joined else ""
-    out = [f"# {env.id} ({env.name}): listing ended {when}, in {result.duration_seconds:.3f}s{joined}", ""]
+    heading = f"listing ended {when}, in {result.duration_seconds:.3f}s{joined}"
     summary = result.values.get(PRIMARY.name)
+    states: list[tuple[str, int]] | None = None
+    sections: list[Section] = []
+    failure = ""
     if isinstance(summary, WorkSummary):
-        out += _attention(summary, thresholds, examined.attention, shown)
+        states = [(state, summary.items.get(state, 0)) for state in KNOWN_STATES]
+        states += [
+            (state, summary.items[state]) for state in sorted(summary.items) if state not in KNOWN_STATES
+        ]
+        sections = _sections(summary.attention, thresholds, examined.attention, shown)
     else:
-        failure = result.failures.get(PRIMARY.name)
-        why = f"{failure.reason}: {failure.message}" if failure else "no result"
-        out += [f"## Summary: the work listing failed ({why}); nothing to show of its items", ""]
-    out += ["# Listing log", ""]
+        why = result.failures.get(PRIMARY.name)
+        failure = f"{why.reason}: {why.message}" if why else "no result"
     log = examined.tries
-    out += [_try_line(t, clean) for t in log.first]
+    lines = [_try_line(t, clean) for t in log.first]
     if log.omitted:
-        out.append(f"... {log.omitted} more requests, not kept ...")
-    out += [_try_line(t, clean) for t in log.last]
-    if not log.total:
-        out.append("(no upstream request)")
-    out.append("")
+        lines.append(f"... {log.omitted} more requests, not kept ...")
+    lines += [_try_line(t, clean) for t in log.last]
+    outcomes = []
     for name in sorted({*result.values, *result.failures}):
-        failure = result.failures.get(name)
-        out.append(
-            f"{name}: " + ("ok" if failure is None else f"failed, {failure.reason}: {failure.message}")
-        )
-    out += ["", "# Metrics (what /probe returns for this listing)", "", metrics.rstrip("\n"), ""]
-    out += ["# Settings", ""]
-    width = max(len(key) for key, _ in settings)
-    out += [f"{key.ljust(width)}  {value}" for key, value in settings]
-    return "\n".join(out) + "\n"
+        why = result.failures.get(name)
+        outcomes.append((name, "ok" if why is None else f"failed, {why.reason}: {why.message}"))
+    return Report(
+        env, heading, states, failure, sections, lines, outcomes, metrics, settings, thresholds.queue_backlog
+    )
 
 
-def _attention(summary: WorkSummary, thresholds: Thresholds, kept: int, shown: int) -> list[str]:
-    attention: Attention = summary.attention
-    states = ", ".join(f"{state} {summary.items.get(state, 0)}" for state in KNOWN_STATES)
-    others = sorted(state for state in summary.items if state not in KNOWN_STATES)
-    states += "".join(f", {state} {summary.items[state]}" for state in others)
-    out = ["## Summary", "", f"items: {sum(summary.items.values())} ({states})"]
-    sections = titles(thresholds)
-    for kind in ATTENTION_KINDS:
-        out.append(f"{sections[kind]}: {attention.counts[kind]}")
+def _sections(attention: Attention, thresholds: Thresholds, kept: int, shown: int) -> list[Section]:
+    out = []
+    named = titles(thresholds)
     for kind in ATTENTION_KINDS:
         count = attention.counts[kind]
         noted = attention.oldest(kind)[:shown]
-        listed = f", the oldest {len(noted)} listed" if len(noted) < count else ""
-        out += ["", f"## {sections[kind]}: {count}{listed}"]
+        note = ""
         if len(noted) < min(count, shown) and kept < shown:  # a listing in flight kept fewer
-            out.append(f"(the listing joined kept the oldest {kept} of each kind)")
-        out += [_item_line(n) for n in noted]
-    return [*out, ""]
+            note = f"(the listing joined kept the oldest {kept} of each kind)"
+        out.append(Section(ANCHORS[kind], named[kind], count, noted, note))
+    return out
+
+
+def text(report: Report) -> str:
+    """The page as plain text, for curl and blackbox-style tooling."""
+    env = report.env
+    out = [f"# {env.id} ({env.name}): {report.heading}", ""]
+    if report.states is None:
+        out += [f"## Summary: the work listing failed ({report.failure}); nothing to show of its items", ""]
+    else:
+        total = sum(n for _, n in report.states)
+        states = ", ".join(f"{state} {n}" for state, n in report.states)
+        out += ["## Summary", "", f"items: {total} ({states})"]
+        out += [f"{s.title}: {s.count}" for s in report.sections]
+        for s in report.sections:
+            listed = f", the oldest {len(s.items)} listed" if len(s.items) < s.count else ""
+            out += ["", f"## {s.title}: {s.count}{listed}"]
+            if s.note:
+                out.append(s.note)
+            out += [_item_line(n) for n in s.items]
+        out.append("")
+    out += ["# Listing log", "", *(report.log or ["(no upstream request)"]), ""]
+    out += [f"{name}: {outcome}" for name, outcome in report.outcomes]
+    out += ["", "# Metrics (what /probe returns for this listing)", "", report.metrics.rstrip("\n"), ""]
+    out += ["# Settings", ""]
+    width = max(len(key) for key, _ in report.settings)
+    out += [f"{key.ljust(width)}  {value}" for key, value in report.settings]
+    return "\n".join(out) + "\n"
+
+
+def page(report: Report, links: pages.Links) -> str:
+    """The page as HTML, for a browser: the summary first, each kind of attention a section with
+    an anchor, the log, metrics and settings after."""
+    env, e = report.env, html.escape
+    body = [f"<h1>{e(env.name)} <small><code>{e(env.id)}</code></small></h1><p>{e(report.heading)}</p>"]
+    body.append('<section id="summary"><h2>Summary</h2>')
+    if report.states is None:
+        failed = f"The work listing failed: {e(report.failure)}. Nothing to show of its items."
+        body.append(f'<p class="failed">{failed}</p>')
+    else:
+        total = sum(n for _, n in report.states)
+        cells = "".join(f"<th>{e(state)}</th>" for state, _ in report.states)
+        counts = "".join(
+            f'<td class="{"bad" if state == "queued" and n > report.queue_backlog else "n"}">{n}</td>'
+            for state, n in report.states
+        )
+        body.append(
+            f"<table class=states><tr><th>items</th>{cells}</tr><tr><td>{total}</td>{counts}</tr></table>"
+            f"<p class=hint>Queued above {report.queue_backlog:g} is a backlog "
+            "(AnthropicWorkQueueBacklog).</p>"
+            "<table class=attention><tr><th>needs attention</th><th>items</th></tr>"
+        )
+        for s in report.sections:
+            mark = "bad" if s.count else "good"
+            body.append(
+                f'<tr><td><a href="#{s.anchor}">{e(s.title)}</a></td><td class="{mark}">{s.count}</td></tr>'
+            )
+        body.append("</table>")
+    body.append("</section>")
+    for s in report.sections:
+        listed = f", the oldest {len(s.items)} listed" if len(s.items) < s.count else ""
+        body.append(f'<section id="{s.anchor}"><h2>{e(s.title)}: {s.count}{listed}</h2>')
+        if s.note:
+            body.append(f"<p class=hint>{e(s.note)}</p>")
+        if s.items:
+            heads = "".join(f"<th>{h}</th>" for h in ("work id", "session id", "state", "ages", "metadata"))
+            body.append(f"<table class=items><tr>{heads}</tr>")
+            for n in s.items:
+                ages = ", ".join(f"{what} {_duration(seconds)}" for what, seconds in n.ages)
+                labels = " ".join(f"{key}={value}" for key, value in n.labels)
+                body.append(
+                    f"<tr><td><code>{e(n.work_id)}</code></td><td><code>{e(n.session_id or '-')}</code></td>"
+                    f"<td>{e(n.state)}</td><td>{e(ages)}</td><td>{e(labels)}</td></tr>"
+                )
+            body.append("</table>")
+        elif not s.count:
+            body.append("<p class=good>None.</p>")
+        body.append("</section>")
+    outcomes = "".join(
+        f'<li class="{"good" if o == "ok" else "bad"}">{e(name)}: {e(o)}</li>' for name, o in report.outcomes
+    )
+    log = "\n".join(report.log) or "(no upstream request)"
+    body.append(f'<section id="log"><h2>Listing log</h2><pre>{e(log)}</pre><ul>{outcomes}</ul></section>')
+    body.append(
+        '<section id="metrics"><h2>Metrics</h2><p>What <code>/probe</code> returns for this listing.</p>'
+        f"<pre>{e(report.metrics.rstrip())}</pre></section>"
+    )
+    rows = "".join(f"<tr><td><code>{e(k)}</code></td><td>{e(v)}</td></tr>" for k, v in report.settings)
+    body.append(f'<section id="settings"><h2>Settings</h2><table>{rows}</table></section>')
+    return pages.document(f"{env.name}: debug", "".join(body), links)
 
 
 def _try_line(t: Try, clean: Callable[[str, int], str]) -> str:

@@ -1,4 +1,5 @@
-"""Content negotiation for the metrics endpoints: which format (`Accept`), whether gzip (`Accept-Encoding`).
+"""Content negotiation: which metrics format (`Accept`), whether gzip (`Accept-Encoding`), and
+whether a page goes to a browser (HTML) or to a tool (plain text).
 
 Whatever a client sends gets a valid answer. The formats offered are the classic
 text format (`text/plain; version=0.0.4`) and OpenMetrics (`application/openmetrics-text`,
@@ -70,3 +71,15 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
             wildcard = q
     chosen = explicit if explicit is not None else wildcard
     return chosen is not None and chosen > 0
+
+
+def prefers_html(accept: str | None) -> bool:
+    """True when `text/html` is asked for by name and rated at least as high as `text/plain`:
+    a browser. curl (`*/*`), Prometheus and blackbox-style tooling keep plain text."""
+    html_q = plain_q = 0.0
+    for media, _, q in _parts(accept or ""):
+        if media in ("text/html", "application/xhtml+xml"):
+            html_q = max(html_q, q)
+        elif media == "text/plain":
+            plain_q = max(plain_q, q)
+    return html_q > 0 and html_q >= plain_q
