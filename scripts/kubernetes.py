@@ -192,6 +192,19 @@ def rule_template(rules_text: str) -> str:
                     said = f"{word} " + hole(f"{{{{ .Values.prometheusRule.for.{name} }}}}")
                     text = text.replace(f"{word} {duration}", said)
                 rule["annotations"][key] = text
+            # The exporter's own job: the rules file matches any job named *anthropic-work*; the chart
+            # matches its own Service's name when that lacks it (fullnameOverride).
+            rule["expr"] = rule["expr"].replace(
+                'job=~".*anthropic-work.*"', 'job=~"' + hole('{{ include "awe.jobMatcher" . }}') + '"'
+            )
+            annotations = rule["annotations"]
+            # Links: absolute under externalURL, the runbooks wherever runbookURL says (_helpers.tpl).
+            page, anchor = annotations["runbook_url"].split("#")
+            assert page == "docs/runbooks.md", alert
+            annotations["runbook_url"] = hole('{{ include "awe.runbookURL" . }}') + f"#{anchor}"
+            if "debug_page" in annotations:
+                assert annotations["debug_page"].startswith("/probe?"), alert
+                annotations["debug_page"] = hole('{{ include "awe.externalURL" . }}') + annotations["debug_page"]
             if alert in THRESHOLDS:
                 literal, phrases = THRESHOLDS[alert]
                 number = literal.split()[1]

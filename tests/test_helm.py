@@ -75,7 +75,7 @@ def test_replicas_is_the_one_place_the_shard_count_is_set(rendered):
     replicas = 4 if name == "full" else 2
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     assert statefulset["spec"]["replicas"] == replicas
-    assert container["env"] == [{"name": "SHARD_TOTAL", "value": str(replicas)}]
+    assert container["env"][0] == {"name": "SHARD_TOTAL", "value": str(replicas)}
     assert "--shard.total=$(SHARD_TOTAL)" in container["args"] and "--shard.index=auto" in container["args"]
 
 
@@ -173,7 +173,8 @@ def test_the_dashboards_and_the_secrets(rendered):
     pod = one(docs, "StatefulSet")["spec"]["template"]["spec"]
     secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
     names = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
-    assert set(secrets.values()) == names
+    existing = {"work-exporter-web"} if name == "full" else set()  # webConfig.existingSecret
+    assert set(secrets.values()) == names | existing
 
 
 def test_the_dashboards_colour_at_the_alerts_thresholds_and_the_config_has_them(tmp_path):
@@ -223,6 +224,154 @@ def test_thresholds_set_in_the_config_are_refused_naming_the_value_to_set():
     out = helm("template", "x", str(CHART), "--set", "config.thresholds.queue_backlog=3")
     assert out.returncode != 0
     assert "config.thresholds: set them in prometheusRule.thresholds" in out.stderr
+
+
+def _full() -> dict[str, Any]:
+    """The objects the full values render, by kind (the ConfigMaps by their name's end)."""
+    docs = template("--values", str(FULL))
+    pod = one(docs, "StatefulSet")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return {
+        "docs": docs,
+        "pod": pod,
+        "container": container,
+        "service": one(docs, "Service"),
+        "monitor": one(docs, "ServiceMonitor")["spec"]["endpoints"][0],
+        "policy": one(docs, "NetworkPolicy")["spec"],
+        "rule": one(docs, "PrometheusRule")["spec"]["groups"],
+    }
+
+
+FULL_VALUES = yaml.safe_load(FULL.read_text())
+
+
+@pytest.mark.parametrize(
+    ("value", "rendered"),
+    [
+        (
+            "extraEnv",
+            lambda r: r["container"]["env"][1:] == FULL_VALUES["extraEnv"],
+        ),
+        (
+            "extraVolumes",
+            lambda r: FULL_VALUES["extraVolumes"][0] in r["pod"]["volumes"],
+        ),
+        (
+            "extraVolumeMounts",
+            lambda r: FULL_VALUES["extraVolumeMounts"][0] in r["container"]["volumeMounts"],
+        ),
+        (
+            "fullnameOverride",  # every name but the ServiceAccount's, which serviceAccount.name sets
+            lambda r: all(
+                d["metadata"]["name"].startswith("work-exporter-full")
+                for d in r["docs"]
+                if d["kind"] != "ServiceAccount"
+            ),
+        ),
+        (
+            "nameOverride",
+            lambda r: (
+                r["pod"]["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"][
+                    "app.kubernetes.io/name"
+                ]
+                == "work-exporter"
+                and r["service"]["spec"]["selector"]["app.kubernetes.io/name"] == "work-exporter"
+            ),
+        ),
+        (
+            "externalURL",
+            lambda r: (
+                "--web.external-url=https://work-exporter.example.com" in r["container"]["args"]
+                and _annotation(r["rule"], "AnthropicWorkQueueBacklog", "debug_page")
+                == "https://work-exporter.example.com/probe?environment_id={{ $labels.environment_id }}"
+                "&debug=true"
+            ),
+        ),
+        (
+            "prometheusRule.runbookURL",
+            lambda r: (
+                _annotation(r["rule"], "AnthropicWorkQueueBacklog", "runbook_url")
+                == "https://docs.example.com/anthropic-work-exporter/runbooks.html#anthropicworkqueuebacklog"
+            ),
+        ),
+        (
+            "webConfig",
+            lambda r: (
+                "--web.config.file=/etc/anthropic-work-exporter/web/web.yml" in r["container"]["args"]
+                and {"name": "web-config", "secret": {"secretName": "work-exporter-web", "optional": False}}
+                in r["pod"]["volumes"]
+                and r["container"]["livenessProbe"]["exec"]["command"]
+                == ["python", "-m", "exporter.healthcheck"]
+                and r["container"]["readinessProbe"]["exec"]["command"]
+                == ["python", "-m", "exporter.healthcheck"]
+                and r["monitor"]["scheme"] == "https"
+            ),
+        ),
+        (
+            "service.annotations",
+            lambda r: r["service"]["metadata"]["annotations"] == {"example.com/team": "platform"},
+        ),
+        (
+            "serviceMonitor.relabelings",
+            lambda r: (
+                r["monitor"]["relabelings"] == FULL_VALUES["serviceMonitor"]["relabelings"]
+                and r["monitor"]["metricRelabelings"] == FULL_VALUES["serviceMonitor"]["metricRelabelings"]
+            ),
+        ),
+        (
+            "serviceMonitor.basicAuth",
+            lambda r: (
+                r["monitor"]["basicAuth"] == FULL_VALUES["serviceMonitor"]["basicAuth"]
+                and r["monitor"]["tlsConfig"] == FULL_VALUES["serviceMonitor"]["tlsConfig"]
+            ),
+        ),
+        (
+            "networkPolicy.egressPorts",
+            lambda r: (
+                r["policy"]["egress"][1]
+                == {
+                    "ports": [{"port": 3128, "protocol": "TCP"}],
+                    "to": [{"ipBlock": {"cidr": "10.20.30.40/32"}}],
+                }
+            ),
+        ),
+        (
+            "prometheusRule job matcher",  # a full name without anthropic-work: the chart's own job
+            lambda r: (
+                _expr(r["rule"], "AnthropicWorkExporterDown") == 'up{job=~"work-exporter-full"} == 0'
+                and _expr(r["rule"], "AnthropicWorkExporterAbsent")
+                == 'absent(up{job=~"work-exporter-full"} == 1)'
+            ),
+        ),
+    ],
+)
+def test_each_value_renders_where_it_should(value, rendered):
+    assert rendered(_full()), value
+
+
+def test_with_defaults_the_probes_are_http_and_the_scrape_plain():
+    docs = template()
+    (container,) = one(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/-/healthy", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/-/ready", "port": "http"}
+    assert not any(a.startswith(("--web.config.file", "--web.external-url")) for a in container["args"])
+    endpoint = one(docs, "ServiceMonitor")["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "http" and "basicAuth" not in endpoint and "tlsConfig" not in endpoint
+    policy = one(template("--set", "networkPolicy.enabled=true"), "NetworkPolicy")["spec"]
+    assert policy["egress"][1] == {"ports": [{"port": 443}]}
+
+
+def _alert(groups: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    (found,) = [r for g in groups for r in g["rules"] if r.get("alert") == name]
+    return found
+
+
+def _annotation(groups: list[dict[str, Any]], alert: str, key: str) -> str:
+    return str(_alert(groups, alert)["annotations"][key])
+
+
+def _expr(groups: list[dict[str, Any]], alert: str) -> str:
+    return str(_alert(groups, alert)["expr"])
 
 
 def test_existing_secrets_are_used_and_none_is_made():

@@ -1,14 +1,25 @@
-{{/* The release's full name: the release name, with the chart's name when it is not in it. */}}
+{{/* The chart's name, or nameOverride. */}}
+{{- define "awe.name" -}}
+{{- .Values.nameOverride | default .Chart.Name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release's full name: fullnameOverride, else the release name, with the chart's name when
+     it is not in it. The objects are named after it, and the Service, so the scrape job too. */}}
 {{- define "awe.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "awe.name" . -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 52 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 52 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "awe.selectorLabels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/name: {{ include "awe.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
@@ -49,4 +60,32 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- $_ := set $thresholds (snakecase $name) $value -}}
 {{- end -}}
 {{- toYaml (merge (dict "thresholds" $thresholds) (deepCopy (.Values.config | default dict))) -}}
+{{- end -}}
+
+{{/* The exporter's address for people (externalURL, no trailing /), or "" for relative links. */}}
+{{- define "awe.externalURL" -}}
+{{- .Values.externalURL | trimSuffix "/" -}}
+{{- end -}}
+
+{{/* Where the alerts' runbook_url points: prometheusRule.runbookURL (a published copy), else the
+     exporter's own /docs/runbooks under externalURL, else the repository's docs/runbooks.md. */}}
+{{- define "awe.runbookURL" -}}
+{{- if .Values.prometheusRule.runbookURL -}}
+{{- .Values.prometheusRule.runbookURL -}}
+{{- else if .Values.externalURL -}}
+{{- include "awe.externalURL" . }}/docs/runbooks
+{{- else -}}
+docs/runbooks.md
+{{- end -}}
+{{- end -}}
+
+{{/* The exporter alerts' job matcher: the rules file's `.*anthropic-work.*` while the full name
+     (the Service's, so the job's) has it, else that name exactly. */}}
+{{- define "awe.jobMatcher" -}}
+{{- $name := include "awe.fullname" . -}}
+{{- if contains "anthropic-work" $name -}}
+.*anthropic-work.*
+{{- else -}}
+{{- regexQuoteMeta $name -}}
+{{- end -}}
 {{- end -}}
