@@ -140,6 +140,7 @@ def build(config: Config, lasting: Lasting, shard: Shard) -> Served:
         return lasting.transport(lasting.upstream_tls)
 
     lasting.budget.configure(config.api.max_requests_per_second)
+    lasting.exposition.exclude(frozenset(config.metrics.exclude))
     client = UpstreamClient(connection_pool, config.api.max_response_bytes)
     requests = RetryingGet(
         config.api,

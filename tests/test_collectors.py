@@ -650,3 +650,13 @@ def _parsed(body: bytes):
             return text_string_to_metric_families(text)
 
     return Parsed()
+
+
+def test_the_families_metrics_exclude_may_name_are_exactly_the_per_environment_ones():
+    from exporter.config.vocabulary import PER_ENVIRONMENT_FAMILIES
+    from exporter.metrics.exposition import exposed_name
+    from exporter.wiring import Lasting
+
+    families = [exposed_name(m) for m in Lasting().exposition.families()]
+    assert sorted(families) == sorted(PER_ENVIRONMENT_FAMILIES)
+    assert len(set(PER_ENVIRONMENT_FAMILIES)) == len(PER_ENVIRONMENT_FAMILIES)

@@ -184,6 +184,27 @@ def test_every_option_parses():
             "thresholds:\n  stale_heartbeats: 9\nenvironments: [{id: e}]\n",
             "thresholds.stale_heartbeats: unknown key",
         ),
+        (
+            "metrics:\n  exclude: [anthropic_work_itemz]\nenvironments: [{id: e}]\n",
+            "config.yaml:2: metrics.exclude[0]: no per-environment family is called 'anthropic_work_itemz'; "
+            "did you mean anthropic_work_items?",
+        ),
+        (
+            "metrics:\n  exclude: [anthropic_work_transitions]\nenvironments: [{id: e}]\n",
+            "did you mean anthropic_work_transitions_total?",
+        ),
+        (
+            "metrics:\n  exclude: [process_cpu_seconds_total]\nenvironments: [{id: e}]\n",
+            "metrics.exclude[0]: no per-environment family is called 'process_cpu_seconds_total'",
+        ),
+        (
+            "metrics:\n  exclude: [anthropic_work_items, anthropic_work_items]\nenvironments: [{id: e}]\n",
+            "metrics.exclude[1]: anthropic_work_items is listed twice",
+        ),
+        (
+            "metrics:\n  exclude: anthropic_work_items\nenvironments: [{id: e}]\n",
+            "metrics.exclude: must be a list",
+        ),
         ("environments: [{id: e}]\nenvironments: [{id: f}]\n", "config.yaml:2: environments: duplicate key"),
         ("environments: [{id: e}\n", "invalid YAML"),
         ("environments:\n  - id: .\n", "config.yaml:2: environments[0].id: not a valid environment id '.'"),
@@ -311,6 +332,7 @@ def test_the_example_config_is_valid_and_shows_every_option():
         "buckets": set(uncommented["buckets"]),
         "breakdown": set(uncommented["breakdown"]),
         "thresholds": set(uncommented["thresholds"]),
+        "metrics": set(uncommented["metrics"]),
         "discovery": set(discovery),
         "environments[]": set().union(*map(set, uncommented["environments"])),
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import gzip
 import io
 import logging
@@ -26,10 +27,11 @@ from tools import require
 from upstream import config_for, running_exporter, running_simulator, static_env
 
 from exporter.config.flags import parse_external_url
-from exporter.config.schema import ScrapeConfig
+from exporter.config.schema import MetricsConfig, ScrapeConfig
 from exporter.config.yamldoc import ConfigError
 from exporter.logs import LogfmtFormatter
 from exporter.simulator import Faults
+from exporter.simulator.world import Profile
 from exporter.web.app import MAX_SCRAPE_TIMEOUT_SECONDS, scrape_budget
 from exporter.web.auth import BasicAuth, load_web_config
 
@@ -523,3 +525,90 @@ def test_a_name_filter_without_per_environment_families_lists_nothing():
     assert r.status_code == 200
     assert "process_cpu_seconds_total" in r.text and "anthropic_work_items" not in r.text
     assert env.requests == 0
+
+
+def _series_per_environment(text: str, environment_id: str) -> dict[str, int]:
+    """Series of one environment per family, by the family's exposed name (counters with _total)."""
+    types = dict(line.split()[2:4] for line in text.splitlines() if line.startswith("# TYPE "))
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or f'environment_id="{environment_id}"' not in line:
+            continue
+        name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group(0)  # type: ignore[union-attr]
+        for suffix in ("_bucket", "_gcount", "_gsum", "_count", "_sum"):
+            if name.endswith(suffix) and name.removesuffix(suffix) in types:
+                name = name.removesuffix(suffix)
+        out[name] = out.get(name, 0) + 1
+    return out
+
+
+def _family_of(name: str) -> str:
+    return name.removesuffix("_gcount").removesuffix("_gsum")
+
+
+def _readme_metrics() -> dict[str, str]:
+    """The README's metrics table: name -> its 'series per environment' cell."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("| name | type | labels | series per environment | meaning |")[1].split("\n\n")[0]
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    return {row[0].removeprefix("| `").removesuffix("`"): row[3] for row in rows}
+
+
+def test_the_readme_metrics_table_is_what_metrics_exposes_both_ways_with_the_series_per_environment():
+    env = static_env("env_a", 5, NOW, profile=Profile(arrivals_per_second=0.0))  # 4 workers polling
+    with running_simulator(env) as (_sim, url), running_exporter(config_for(url, env)) as exporter:
+        httpx.get(f"http://{exporter.address}/metrics")
+        text = httpx.get(f"http://{exporter.address}/metrics").text
+    typed = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE anthropic_work_")}
+    # A gauge histogram's _gcount and _gsum have TYPE lines of their own in the text format.
+    exposed = {name for name in typed if _family_of(name) == name or _family_of(name) not in typed}
+    listed = _readme_metrics()
+    assert set(listed) == exposed
+    counted = _series_per_environment(text, "env_a")
+    said = {name: int(re.match(r"\d+", cell).group(0)) for name, cell in listed.items() if cell[0].isdigit()}  # type: ignore[union-attr]
+    assert {name: counted.get(name, 0) for name in said} == said
+    assert set(counted) <= set(said)  # every family with series of an environment says how many
+    readme = (ROOT / "README.md").read_text()
+    total = int(re.search(r"an environment has \*\*(\d+) series\*\*", readme).group(1))  # type: ignore[union-attr]
+    assert sum(counted.values()) == total == sum(said.values())
+    # The families the bundled rules read, as the README lists them.
+    sentence = readme.split("The bundled rules read ")[1].split(";")[0]
+    named = {f"anthropic_work_{name}" for name in re.findall(r"`([a-z_]*[a-z])`", sentence)}
+    rules = RULES.read_text()
+    read = {
+        name for name in listed if name in said and re.search(rf"\b{name}(_bucket|_gcount|_count)?\b", rules)
+    }
+    assert named == read
+
+
+def test_excluded_families_are_left_out_whole_and_the_rest_stay_exact():
+    env = static_env("env_a", 5, NOW, profile=Profile(arrivals_per_second=0.0))  # 4 workers polling
+    left_out = ("anthropic_work_state_age_seconds", "anthropic_work_api_requests_total")
+    with running_simulator(env) as (_sim, url):
+        base = config_for(url, env)
+        config = dataclasses.replace(base, metrics=MetricsConfig(exclude=left_out))
+        configs = [config]
+        with running_exporter(config, load=lambda: (configs[-1], None)) as exporter:
+            text = httpx.get(f"http://{exporter.address}/metrics").text
+            om = httpx.get(
+                f"http://{exporter.address}/metrics", headers={"Accept": "application/openmetrics-text"}
+            ).text
+            filtered = httpx.get(
+                f"http://{exporter.address}/metrics", params={"name[]": "anthropic_work_api_requests_total"}
+            ).text
+            landing = httpx.get(f"http://{exporter.address}/").text
+            configs.append(base)
+            assert exporter.reload() == []
+            back = httpx.get(f"http://{exporter.address}/metrics").text
+    for body in (text, om, filtered):
+        assert "anthropic_work_state_age_seconds" not in body and "anthropic_work_api_requests" not in body
+    assert "anthropic_work_state_age_seconds" not in landing
+    counted = _series_per_environment(text, "env_a")
+    expected = {n: int(c.split()[0].rstrip(":;")) for n, c in _readme_metrics().items() if c[0].isdigit()}
+    assert counted == {n: v for n, v in expected.items() if n not in left_out and v}
+    items = [
+        value(samples(t), "anthropic_work_items", environment_id="env_a", state="queued")
+        for t in (text, back)
+    ]
+    assert items[0] == items[1] is not None
+    assert _series_per_environment(back, "env_a")["anthropic_work_state_age_seconds"] == 64

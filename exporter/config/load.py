@@ -17,6 +17,7 @@ rotated Kubernetes Secret), with no reload.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import itertools
 import math
@@ -42,7 +43,12 @@ from exporter.config.schema import (
     Environment,
     yaml_keys,
 )
-from exporter.config.vocabulary import CREDENTIAL_TYPES, MANAGED_AGENTS_BETA, environment_id_problem
+from exporter.config.vocabulary import (
+    CREDENTIAL_TYPES,
+    MANAGED_AGENTS_BETA,
+    PER_ENVIRONMENT_FAMILIES,
+    environment_id_problem,
+)
 from exporter.config.yamldoc import ConfigError, YamlDocument, read_text
 
 __all__ = ["KEYS", "ConfigError", "load_config", "parse_config"]
@@ -283,6 +289,25 @@ class _Checker:
                 )
                 return _LEFT_OUT
         return bounds
+
+    def parse_families(self, m: dict[str, Any], key: str, path: str) -> Any:
+        raw = m.get(key)
+        if raw is None:
+            return _LEFT_OUT
+        if not isinstance(raw, list):
+            self.problem(path, f"must be a list of metric family names, got {_kind(raw)}")
+            return _LEFT_OUT
+        names: list[str] = []
+        for i, name in enumerate(raw):
+            if name not in PER_ENVIRONMENT_FAMILIES:
+                near = difflib.get_close_matches(str(name), PER_ENVIRONMENT_FAMILIES, n=1)
+                hint = f"; did you mean {near[0]}?" if near else " (README, Metrics, lists them)"
+                self.problem(f"{path}[{i}]", f"no per-environment family is called {str(name)[:100]!r}{hint}")
+            elif name in names:
+                self.problem(f"{path}[{i}]", f"{name} is listed twice")
+            else:
+                names.append(name)
+        return tuple(names)
 
     def parse_directory(self, m: dict[str, Any], key: str, path: str) -> Any:
         raw = self.string(m, key, _parent(path))

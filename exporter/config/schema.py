@@ -287,6 +287,15 @@ class BreakdownConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    exclude: tuple[str, ...] = option(
+        (),
+        "per-environment families left out of every scrape, by name (counters with _total)",
+        parse="families",
+    )
+
+
+@dataclass(frozen=True)
 class DiscoveryConfig:
     """Watch every self-hosted, unarchived environment `GET /v1/environments` lists."""
 
@@ -309,6 +318,7 @@ class Config:
     scrape: ScrapeConfig = section(ScrapeConfig, "when and how environments are listed")
     buckets: BucketConfig = section(BucketConfig, "histogram bounds")
     breakdown: BreakdownConfig = section(BreakdownConfig, "items per metadata value")
+    metrics: MetricsConfig = section(MetricsConfig, "which families are exposed")
     discovery: DiscoveryConfig | None = option(
         None, "also watch every environment the API lists", parse="discovery"
     )

@@ -38,3 +38,36 @@ def environment_id_problem(value: object) -> str | None:
     if value in (".", ".."):
         return "must not be . or .."
     return None
+
+
+# The per-environment metric families, by the names a scrape shows (counters end in _total):
+# what `metrics.exclude` may name. tests/test_collectors.py checks it against what is exposed.
+PER_ENVIRONMENT_FAMILIES = (
+    "anthropic_work_items",
+    "anthropic_work_heartbeat_age_seconds",
+    "anthropic_work_heartbeat_age_max_seconds",
+    "anthropic_work_items_without_heartbeat",
+    "anthropic_work_without_heartbeat_age_max_seconds",
+    "anthropic_work_state_age_seconds",
+    "anthropic_work_state_age_max_seconds",
+    "anthropic_work_items_by_metadata",
+    "anthropic_work_unparseable_timestamps",
+    "anthropic_work_implausible_timestamps",
+    "anthropic_work_transitions_total",
+    "anthropic_work_transitions_forgotten_total",
+    "anthropic_work_queue_wait_seconds",
+    "anthropic_work_start_duration_seconds",
+    "anthropic_work_run_duration_seconds",
+    "anthropic_work_stop_duration_seconds",
+    "anthropic_work_queue_depth",
+    "anthropic_work_queue_pending",
+    "anthropic_work_queue_oldest_age_seconds",
+    "anthropic_work_workers_polling",
+    "anthropic_work_stats_success",
+    "anthropic_work_scrape_success",
+    "anthropic_work_scrape_duration_seconds",
+    "anthropic_work_last_success_timestamp_seconds",
+    "anthropic_work_environment_info",
+    "anthropic_work_api_requests_total",
+    "anthropic_work_listing_failures_total",
+)

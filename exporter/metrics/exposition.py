@@ -97,6 +97,15 @@ class Exposition:
         self._rendered: dict[str, _Rendered] = {}
         self._empty: dict[str, Families] = {}
         self._formats: dict[str, Format] = {}  # the formats scrapes have asked for, by content type
+        self._excluded: frozenset[str] = frozenset()  # families left out (metrics.exclude)
+
+    def exclude(self, names: frozenset[str]) -> None:
+        """Leave these families (by their exposed names) out of every scrape from now on; what was
+        rendered with another choice is dropped, to be rendered again when asked."""
+        if names != self._excluded:
+            self._excluded = names
+            self._rendered.clear()
+            self._empty.clear()
 
     async def render(
         self,
@@ -120,7 +129,7 @@ class Exposition:
                 pieces.append(self._families(result, fmt))
                 await pace()
             for at in range(0, len(environment_ids), LIVE_SLICE):
-                live = _Nonempty(self.live(environment_ids[at : at + LIVE_SLICE]))
+                live = _Kept(self.live(environment_ids[at : at + LIVE_SLICE]), self._excluded)
                 pieces.append(_split(fmt.encoder(live)))  # type: ignore[arg-type]  # has collect()
                 await pace()
             tail = fmt.encoder(own) if own is not None else (_EOF if fmt.openmetrics else b"")
@@ -131,7 +140,8 @@ class Exposition:
 
     def families(self) -> list[Metric]:
         """Every per-environment family, empty: names, types and help texts (for the landing page)."""
-        return [m for c in [*self.per_environment([]), *self.live([])] for m in c.collect()]
+        every = _Kept([*self.per_environment([]), *self.live([])], self._excluded, nonempty=False)
+        return list(every.collect())
 
     def prepare(self, result: EnvironmentResult) -> None:
         """Render a new result now, in every format asked for, so that the next scrape only splices it."""
@@ -177,14 +187,14 @@ class Exposition:
     def _render(self, result: EnvironmentResult, fmt: Format) -> Families:
         """One environment's families: the boundary of its render step."""
         try:
-            return _split(fmt.encoder(_Nonempty(self.per_environment([result]))))  # type: ignore[arg-type]
+            return _split(fmt.encoder(_Kept(self.per_environment([result]), self._excluded)))  # type: ignore[arg-type]
         except Exception as exc:  # our own bug, in this environment's numbers only: it is shown failed
             failure = self.boundary.failure(result.environment, "render", exc)
         failed = EnvironmentResult(
             result.environment, result.duration_seconds, result.finished_at, {}, {"render": failure}
         )
         try:
-            return _split(fmt.encoder(_Nonempty(self.per_environment([failed]))))  # type: ignore[arg-type]
+            return _split(fmt.encoder(_Kept(self.per_environment([failed]), self._excluded)))  # type: ignore[arg-type]
         except Exception:  # the failure itself will not render either: leave the environment out
             return ()  # (its traceback was logged just above)
 
@@ -192,7 +202,9 @@ class Exposition:
         """Every family's header in order, so that families no environment has still appear."""
         families = self._empty.get(fmt.content_type)
         if families is None:
-            empty = _registry([*self.per_environment([]), *self.live([])])
+            empty = _registry(
+                [_Kept([*self.per_environment([]), *self.live([])], self._excluded, nonempty=False)]
+            )
             families = self._empty[fmt.content_type] = _split(fmt.encoder(empty))
         return families
 
@@ -205,8 +217,8 @@ class Exposition:
         """All of a scrape's families in one registry, for prometheus-client's own filtering."""
         # auto_describe: the long-lived registry has no describe(), and name[] needs its names.
         registry = CollectorRegistry(auto_describe=True)
-        for collector in [*self.per_environment(results), *self.live(environment_ids)]:
-            registry.register(collector)
+        collectors = [*self.per_environment(results), *self.live(environment_ids)]
+        registry.register(_Kept(collectors, self._excluded, nonempty=False))
         if own is not None:
             registry.register(own)
         return registry
@@ -226,8 +238,9 @@ def _registry(collectors: Iterable[Collector]) -> CollectorRegistry:
     return registry
 
 
-class _Nonempty:
-    """The families of some collectors that have samples, for an encoder (which only calls `collect`).
+class _Kept:
+    """The families of some collectors a scrape shows, for an encoder (which only calls `collect`):
+    not those `metrics.exclude` names, and (`nonempty`) only those with samples.
 
     One environment's piece needs no empty family: every family's header comes once,
     from the piece of no environment. Leaving them out (and the registry, which would
@@ -235,14 +248,24 @@ class _Nonempty:
     times cheaper, most for one that failed and so has a few samples only.
     """
 
-    def __init__(self, collectors: Iterable[Collector]):
+    def __init__(self, collectors: Iterable[Collector], excluded: frozenset[str], nonempty: bool = True):
         self.collectors = collectors
+        self.excluded = excluded
+        self.nonempty = nonempty
 
     def collect(self) -> Iterable[Metric]:
         for collector in self.collectors:
             for family in collector.collect():
-                if family.samples:
-                    yield family
+                if self.nonempty and not family.samples:
+                    continue
+                if self.excluded and exposed_name(family) in self.excluded:
+                    continue
+                yield family
+
+
+def exposed_name(family: Metric) -> str:
+    """The name a scrape shows: a counter's samples end in `_total`."""
+    return f"{family.name}_total" if family.type == "counter" else family.name
 
 
 def _split(text: bytes) -> Families:

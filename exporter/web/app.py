@@ -26,12 +26,11 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import Metric
 
 from exporter.api.codec import KNOWN_STATES
 from exporter.config.schema import Environment, ScrapeConfig
 from exporter.folds.work import ATTENTION_ITEMS
-from exporter.metrics.exposition import Exposition
+from exporter.metrics.exposition import Exposition, exposed_name
 from exporter.metrics.formats import FORMATS, TEXT
 from exporter.results import EnvironmentResult
 from exporter.running.engine import Busy
@@ -274,7 +273,7 @@ class ExporterApp:
     def _landing_page(self, environments: Sequence[Environment]) -> str:
         shown = environments[:LANDING_PAGE_ENVIRONMENTS]
         families = [
-            pages.Family(_exposed_name(m), m.type, m.documentation)
+            pages.Family(exposed_name(m), m.type, m.documentation)
             for m in [*self.exposition.families(), *self.registry.collect()]
         ]
         return pages.landing(
@@ -315,11 +314,6 @@ def _flag(query: dict[str, list[str]], name: str) -> bool | str:
     if raw in ("false", "0"):
         return False
     return f"{name} must be true or false"
-
-
-def _exposed_name(metric: Metric) -> str:
-    """The name a scrape shows: a counter's samples end in `_total`."""
-    return f"{metric.name}_total" if metric.type == "counter" else metric.name
 
 
 def _headers(scope: Scope) -> dict[str, str]:
