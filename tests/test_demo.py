@@ -47,11 +47,14 @@ def test_demo_shows_workers_throughput_and_queue_wait_moving_within_a_minute(tmp
         first = samples(httpx.get(f"{url}/metrics", timeout=10).text)
 
         def moved() -> dict | None:
+            """Work both created and acknowledged since the baseline (arrivals are random: either
+            may come first)."""
             now = samples(httpx.get(f"{url}/metrics", timeout=10).text)
             done = value(now, "anthropic_work_queue_wait_seconds_count", environment_id=BUSY)
-            return now if done and done > 0 else None
+            made = value(now, "anthropic_work_transitions_total", environment_id=BUSY, event="created")
+            return now if done and made else None
 
-        later = wait_for("the busy environment's work to be acknowledged", moved, timeout=60)
+        later = wait_for("the busy environment's work to be created and acknowledged", moved, timeout=60)
     for env_id in (BUSY, IDLE, DYING):
         assert value(first, "anthropic_work_stats_success", environment_id=env_id) == 1
         # The first listing is the baseline: every counter exists, at 0.

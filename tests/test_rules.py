@@ -14,6 +14,14 @@ ROOT = Path(__file__).parent.parent
 RULES = ROOT / "rules" / "anthropic-work.rules.yml"
 RULE_TESTS = ROOT / "rules" / "tests" / "anthropic-work.test.yml"
 RUNBOOKS = (ROOT / "docs" / "runbooks.md").read_text()
+DEBUG_ANCHORS = {
+    "summary",
+    "queued-too-long",
+    "stale-heartbeat",
+    "without-heartbeat",
+    "stuck-stopping",
+    "log",
+}
 
 
 def alerts() -> list[dict]:
@@ -70,8 +78,13 @@ def test_each_alert_is_labelled_annotated_and_has_a_runbook(alert):
     assert annotations["runbook_url"] == f"docs/runbooks.md#{anchor}"
     assert f"\n## {alert['alert']}\n" in RUNBOOKS and anchor == alert["alert"].lower()
     section = RUNBOOKS.split(f"\n## {alert['alert']}\n", 1)[1].split("\n## ", 1)[0]
-    for part in ("**Means.**", "**Likely causes.**", "**Check.**", "**Fix.**"):
+    # What it means, why, what the operator can check and what the data cannot show, what to do.
+    for part in ("**Means.**", "**Likely causes.**", "**Check.**", "**Cannot see.**", "**Fix.**"):
         assert part in section
+    # No step needs what the API does not give: it names no worker (docs/runbooks.md).
+    assert not re.search(r"(logs? of the worker that|the worker that took)", section), alert["alert"]
+    for anchor in re.findall(r"`#([a-z-]+)`", section):  # the debug page's sections
+        assert anchor in DEBUG_ANCHORS, anchor
     assert re.search(rf"\| \[{alert['alert']}\]", RUNBOOKS), "missing from the thresholds table"
 
 

@@ -24,6 +24,7 @@ from exporter.simulator import (
 )
 
 T0 = 1_795_348_800.0
+BUSY, DYING = "env_01demoBusySandboxes00", "env_01demoDyingWorkers000"  # two of the demo's environments
 OK_HEADERS = {"anthropic-version": "2023-06-01", "anthropic-beta": "managed-agents-2026-04-01"}
 
 
@@ -278,7 +279,10 @@ def test_the_demo_environments_differ_in_character():
     assert max(dying["heartbeat_ages"]["active"]) > 300
     # Live workers heartbeat every 30 s, as the SDK's worker does with its 90 s lease.
     assert max(busy["heartbeat_ages"]["active"]) <= 30
-    assert busy["queue"]["workers_polling"] == 4 and dying["queue"]["workers_polling"] < 4
+    dying_env, busy_env = sim.environments[DYING], sim.environments[BUSY]
+    hour = [T0 + 10 * k for k in range(360)]
+    assert {busy_env.workers_polling(t) for t in hour} == {4}
+    assert min(dying_env.workers_polling(t) for t in hour) < 4  # dead workers are missing a while
 
 
 @pytest.mark.parametrize(
@@ -342,8 +346,9 @@ def test_work_stats_agree_with_the_items():
     assert (doc["depth"], doc["pending"]) == (len(queued) - len(pending), len(pending))
     assert doc["depth"] > 0 and doc["pending"] >= 0
     assert doc["oldest_queued_at"] == rfc3339(min(i.created for i in queued))
+    # Every item whose worker died is one of the workers missing now (a worker runs many items).
     dead = {i.worker for i in env.items if i.dies is not None and i.dies <= t < i.dies + 120}
-    assert doc["workers_polling"] == 4 - len(dead)
+    assert doc["workers_polling"] <= 4 - len(dead)
     assert sim.truth(env.id)["queue"] == doc
 
 
@@ -427,3 +432,30 @@ def test_a_busy_port_is_one_line_not_a_traceback():
     assert run.stderr == (
         f"python -m exporter.simulator: cannot listen on 127.0.0.1:{port}: Address already in use\n"
     )
+
+
+def test_with_no_worker_polling_nothing_is_newly_acknowledged():
+    """As the NoWorkersPolling runbook says: a worker acknowledges work only while it is alive (and
+    so polling); with none alive, work waits queued until one is replaced."""
+    env = SimEnvironment(
+        "env_w",
+        "w",
+        seed=9,
+        profile=Profile(arrivals_per_second=0.5, workers=2, worker_death_rate=0.6, worker_restart=300),
+    )
+    sim, clock = make(env)
+    acks: dict[str, float] = {}
+    stalled = []  # work queued while no worker polls, as work/stats says
+    for _ in range(3 * 3600 // 15):
+        clock.sleep(15)
+        doc = stats(sim, env)[1]
+        if doc["workers_polling"] == 0:
+            stalled.append(doc["depth"] + doc["pending"])
+        acks |= {
+            i.id: i.acknowledged
+            for i in env.items
+            if i.acknowledged is not None and i.acknowledged <= clock.now
+        }
+    assert len(acks) > 3000
+    assert min(env.workers_polling(a) for a in acks.values()) >= 1
+    assert stalled and max(stalled) > 0  # the case happened: the test can fail

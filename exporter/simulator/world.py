@@ -13,6 +13,7 @@ import math
 import random
 import time
 import uuid
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,7 +47,7 @@ class Profile:
     run_time: float = 180.0  # started -> stop requested
     stop_time: float = 5.0  # stop requested -> stopped
     heartbeat_interval: float = HEARTBEAT_INTERVAL
-    worker_death_rate: float = 0.0  # chance a worker dies mid-way (its heartbeats stop)
+    worker_death_rate: float = 0.0  # chance an item's worker dies while it runs it (heartbeats stop)
     dead_work_timeout: float = 900.0  # a dead worker's item is asked to stop after this
     retention: float = 600.0  # stopped items stay listed this long
     workers: int = 4  # worker processes polling this environment
@@ -153,6 +154,61 @@ def rfc3339(unix: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{micros:06d}Z"
 
 
+class Workers:
+    """When each worker of an environment is alive. A worker lives a random while, dies (its items'
+    heartbeats stop), and is replaced `restart` seconds later, for ever from `origin`; it polls all
+    the time it is alive and takes work only then. So no worker alive (workers_polling 0) means
+    nothing is acknowledged, as the NoWorkersPolling runbook says.
+
+    Each worker's life is drawn from a random stream of its own, independent of the items: the
+    same seed gives the same lives, whatever was asked first."""
+
+    def __init__(self, count: int, mean_life: float, restart: float, seed: int, origin: float):
+        self.count = count
+        self.mean_life = mean_life  # math.inf: never dies
+        self.restart = restart
+        self.rngs = [random.Random(seed * 1000 + w) for w in range(count)]
+        self.deaths: list[list[float]] = [[] for _ in range(count)]
+        self.born = [origin] * count  # when each worker's current life began (after its last death)
+
+    def _extend(self, w: int, t: float) -> None:
+        """Draw worker `w`'s deaths until one after `t`."""
+        deaths = self.deaths[w]
+        while not deaths or deaths[-1] <= t:
+            if self.mean_life == math.inf:
+                deaths.append(math.inf)
+                return
+            death = self.born[w] + self.rngs[w].expovariate(1 / self.mean_life)
+            deaths.append(death)
+            self.born[w] = death + self.restart
+
+    def revival(self, w: int, t: float) -> float:
+        """`t` if worker `w` is alive at `t`, else when it is replaced."""
+        self._extend(w, t)
+        at = bisect_right(self.deaths[w], t) - 1  # its last death at or before t
+        if at >= 0 and t < self.deaths[w][at] + self.restart:
+            return self.deaths[w][at] + self.restart
+        return t
+
+    def death_after(self, w: int, t: float) -> float:
+        """When worker `w`, alive at `t`, dies next (math.inf: never)."""
+        self._extend(w, t)
+        return self.deaths[w][bisect_right(self.deaths[w], t)]
+
+    def taker(self, t: float, preferred: int) -> tuple[int, float]:
+        """The worker that acknowledges work due at `t`, and when: `preferred` if alive, else another
+        that is, else the first to be replaced (the work waits in the queue until then)."""
+        order = [(preferred + k) % self.count for k in range(self.count)]
+        while True:
+            for w in order:
+                if self.revival(w, t) == t:
+                    return w, t
+            t = min(self.revival(w, t) for w in order)
+
+    def alive(self, t: float) -> int:
+        return sum(1 for w in range(self.count) if self.revival(w, t) == t)
+
+
 class SimEnvironment:
     """One environment: its items, credentials, faults and (if live) its lifecycle."""
 
@@ -183,13 +239,21 @@ class SimEnvironment:
         self.created_at = 1_767_225_600.0  # 2026-01-01T00:00:00Z
         self._cache: tuple[float, list[str], list[Item], dict[str, bytes]] | None = None
         self._queue: tuple[float, dict[str, Any]] | None = None
+        self._workers: Workers | None = None  # made when arrivals begin
 
     # -- lifecycle -----------------------------------------------------------
 
     def start(self, t0: float, warmup: float) -> None:
         """Begin arrivals `warmup` seconds before t0, so the first scrape sees history."""
-        if self.profile is not None and self.profile.arrivals_per_second > 0:
+        p = self.profile
+        if p is not None and p.arrivals_per_second > 0:
             self._next_arrival = t0 - warmup
+            # A life such that an item's worker dies while it runs it with the profile's chance.
+            runs = p.start_delay + p.run_time
+            life = -runs / math.log(1 - p.worker_death_rate) if 0 < p.worker_death_rate < 1 else math.inf
+            if p.worker_death_rate >= 1:
+                life = runs / 10
+            self._workers = Workers(p.workers, life, p.worker_restart, self.rng.randrange(2**31), t0 - warmup)
             self.advance(t0)
 
     def advance(self, t: float) -> None:
@@ -206,16 +270,19 @@ class SimEnvironment:
     def _new_item(self, created: float, p: Profile) -> Item:
         r = self.rng
         self._serial += 1
-        ack = created + r.expovariate(1 / p.queue_wait)
+        assert self._workers is not None  # made by start(), before the first arrival
+        # A live worker acknowledges it: with none alive, it waits queued until one is replaced.
+        worker, ack = self._workers.taker(created + r.expovariate(1 / p.queue_wait), self._serial % p.workers)
         polled = max(created, ack - r.uniform(0.05, 1.0))  # the worker acknowledges what it polled
         start = ack + r.expovariate(1 / p.start_delay)
         stop_req = start + r.expovariate(1 / p.run_time)
         first_beat = ack + r.uniform(0.2, 1.0) * p.heartbeat_interval
         started: float | None = start
         heartbeat: float | None = first_beat
-        dies = None
-        if r.random() < p.worker_death_rate:
-            dies = ack + r.uniform(0, p.start_delay + p.run_time)
+        dies: float | None = self._workers.death_after(worker, ack)
+        if dies is not None and dies >= stop_req:  # its worker outlives it
+            dies = None
+        if dies is not None:
             if dies < first_beat:  # died before its first heartbeat: stuck starting, never seen
                 heartbeat, started = None, None
             elif dies < start:
@@ -235,7 +302,7 @@ class SimEnvironment:
             dies=dies,
             metadata={"team": r.choice(["search", "billing", "infra"])},
             polled=polled,
-            worker=self._serial % p.workers,
+            worker=worker,
             kind="healthcheck" if r.random() < p.healthcheck_share else "session",
         )
 
@@ -282,9 +349,7 @@ class SimEnvironment:
         p = self.profile
         if p is None or not p.workers_send_id:
             return None
-        restart = p.worker_restart
-        dead = {i.worker for i in self.items if i.dies is not None and i.dies <= t < i.dies + restart}
-        return p.workers - len(dead)
+        return p.workers if self._workers is None else self._workers.alive(t)
 
     def queue(self, t: float) -> dict[str, Any]:
         """work/stats at `t`: depth (queued, not polled), pending (polled, not acknowledged), oldest.
@@ -420,6 +485,7 @@ def demo_environments() -> list[SimEnvironment]:
                 run_time=240,
                 worker_death_rate=0.35,
                 dead_work_timeout=1200,
+                worker_restart=300,  # a dead worker stays missing a while: workers_polling drops
             ),
         ),
     ]
