@@ -204,7 +204,8 @@ def rule_template(rules_text: str) -> str:
             annotations["runbook_url"] = hole('{{ include "awe.runbookURL" . }}') + f"#{anchor}"
             if "debug_page" in annotations:
                 assert annotations["debug_page"].startswith("/probe?"), alert
-                annotations["debug_page"] = hole('{{ include "awe.externalURL" . }}') + annotations["debug_page"]
+                external = hole('{{ include "awe.externalURL" . }}')
+                annotations["debug_page"] = external + annotations["debug_page"]
             if alert in THRESHOLDS:
                 literal, phrases = THRESHOLDS[alert]
                 number = literal.split()[1]

