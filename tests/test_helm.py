@@ -508,3 +508,24 @@ def test_the_readme_realistic_install_renders_pods_whose_config_passes_check_con
     assert check.returncode == 0, check.stderr
     assert "2 environment(s) configured, discovery on" in check.stdout
     assert "queue_backlog: 200" in text
+
+
+def test_no_helm_command_warns_and_the_chart_holds_no_link():
+    assert [p for p in CHART.rglob("*") if p.is_symlink()] == []
+    for command in (["lint", "--strict", str(CHART)], ["template", "x", str(CHART)]):
+        out = helm(*command)
+        assert out.returncode == 0 and "symbolic link" not in out.stderr, out.stderr
+
+
+def _schema_paths(schema: dict[str, Any], prefix: str = "") -> set[str]:
+    out = set()
+    for key, sub in schema.get("properties", {}).items():
+        out.add(f"{prefix}{key}")
+        out |= _schema_paths(sub, f"{prefix}{key}.")
+    return out
+
+
+def test_every_value_is_in_the_schema():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert [path for path in flattened(values) if path not in _schema_paths(schema)] == []
