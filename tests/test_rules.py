@@ -10,18 +10,13 @@ import pytest
 import yaml
 from tools import require
 
+from exporter.web.debug import ANCHORS
+
 ROOT = Path(__file__).parent.parent
 RULES = ROOT / "rules" / "anthropic-work.rules.yml"
 RULE_TESTS = ROOT / "rules" / "tests" / "anthropic-work.test.yml"
 RUNBOOKS = (ROOT / "docs" / "runbooks.md").read_text()
-DEBUG_ANCHORS = {
-    "summary",
-    "queued-too-long",
-    "stale-heartbeat",
-    "without-heartbeat",
-    "stuck-stopping",
-    "log",
-}
+DEBUG_ANCHORS = {*ANCHORS.values(), "summary", "log", "metrics", "settings"}  # the debug page's sections
 
 
 def alerts() -> list[dict]:
