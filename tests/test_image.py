@@ -66,6 +66,9 @@ def test_demo_serves_metrics_as_a_user_that_is_not_root_and_the_healthcheck_foll
             lambda: demo_listed(httpx.get(f"http://127.0.0.1:{port}/metrics").text),
             timeout=30,
         )
+        # The runbooks page is package data: the image must have installed it.
+        runbooks = httpx.get(f"http://127.0.0.1:{port}/docs/runbooks")
+        assert runbooks.status_code == 200 and 'id="anthropicworkstaleheartbeat"' in runbooks.text
         assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
         assert podman("exec", name, "id", "-g").stdout.strip() != "0"
         assert healthy(name)

@@ -40,9 +40,11 @@ def test_the_wheel_holds_every_module(tmp_path):
         timeout=300,
     )
     (wheel,) = tmp_path.glob("anthropic_work_exporter-*.whl")
-    packed = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
+    names = zipfile.ZipFile(wheel).namelist()
+    packed = {name for name in names if name.endswith(".py")}
     source = {str(p.relative_to(ROOT)) for p in (ROOT / "exporter").rglob("*.py")}
     assert packed == source
+    assert "exporter/web/runbooks.html" in names  # the page /docs/runbooks serves
 
 
 def test_the_image_runs_as_a_non_root_user_with_no_secrets_and_a_mounted_config():
