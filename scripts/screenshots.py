@@ -21,7 +21,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the WebDriver client the browser tests use
 
-from browser import headless_chromium  # noqa: E402
+from browser import headless_chromium  # type: ignore[import-not-found]  # noqa: E402  (tests/, on the path above)
 
 IMAGES = ROOT / "docs" / "images"
 DYING = "env_01demoDyingWorkers000"  # the demo environment with something to show

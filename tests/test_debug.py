@@ -296,3 +296,27 @@ def test_the_html_debug_page_starts_with_the_summary_then_one_anchored_section_p
         < response.text.index('id="metrics"')
     )
     assert KEY not in response.text
+
+
+def test_upstream_text_on_the_debug_page_cannot_forge_its_lines_or_reach_a_terminal():
+    """A work id, session id, state or metadata value with a newline or an escape sequence is shown
+    on one line, its unprintable characters as `?`: the text page keeps its shape."""
+    now = time.time()
+    forged = work(
+        "active", id="work_x\n## Heartbeat older than 90 s: 0", age=3000, heartbeat_age=1200, now=now
+    )
+    forged["data"] = {"id": "sesn_\x1b[2Jcleared", "type": "session"}
+    forged["metadata"] = {"team": "a\rb"}
+    with fake_upstream() as fake:
+        fake.pages("/v1/environments/env_a/work", [page([forged])])
+        fake.answer("/v1/environments/env_a/work/stats", STATS)
+        with running_exporter(config(fake)) as exporter:
+            url = f"http://{exporter.address}/probe?environment_id=env_a&debug=true"
+            text = httpx.get(url, timeout=30).text
+    assert "\x1b" not in text and "\r" not in text
+    assert [line for line in text.splitlines() if line.startswith("## Heartbeat")] == [
+        "## Heartbeat older than 90 s: 1"
+    ]
+    line = text.split("## Heartbeat older than 90 s: 1\n")[1].splitlines()[0]
+    assert line.startswith("work_x?## Heartbeat older than 90 s: 0  session sesn_?[2Jcleared  active")
+    assert line.endswith("team=a?b")

@@ -490,3 +490,46 @@ def test_whatever_one_environment_answers_the_other_stays_exact(exporter, body):
     assert samples[("anthropic_work_queue_depth", b)] == 3
     assert samples[("anthropic_work_scrape_success", (("environment_id", "env_a"),))] in (0, 1)
     assert "Traceback" not in log.getvalue() and KEY not in log.getvalue()
+
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@given(
+    work_id=_text, session=st.none() | _text, state=_text, key=_text, label=_text, name=_text, failure=_text
+)
+@settings(max_examples=200, deadline=None)
+def test_the_html_debug_page_shows_whatever_upstream_sends_as_text_never_as_markup(
+    work_id, session, state, key, label, name, failure
+):
+    """Ids, states, metadata and failure messages come from upstream (and names from the config):
+    in the HTML page each is text in its cell, whatever it holds (`<script>`, quotes, `&`)."""
+    from htmlpage import Page
+
+    from exporter.config.schema import Environment
+    from exporter.folds.work import Noted
+    from exporter.web import debug, pages
+
+    noted = Noted(0.0, work_id, session, state, (("heartbeat", 120.0),), ((key, label),))
+    section = debug.Section("stale-heartbeat", "Heartbeat older than 90 s", 1, [noted], "")
+    report = debug.Report(
+        Environment("env_a", name),
+        "listing ended",
+        [("queued", 1)],
+        "",
+        [section],
+        [f"GET /v1/x -> 500, failed: {failure}"],
+        [("work", f"failed, http_500: {failure}")],
+        "anthropic_work_items 1.0\n",
+        [("name", name)],
+        50.0,
+    )
+    page = Page(debug.page(report, pages.Links()))
+    (row,) = page.table("items").records()
+    assert row["work id"].text == work_id
+    assert row["session id"].text == (session or "-")  # none, or empty: shown as -
+    assert row["state"].text == state
+    assert row["metadata"].text == f"{key}={label}"
+    scripts = [t for t in page.tables for r in t.rows for c in r for i in c.inner if i["tag"] == "script"]
+    assert scripts == []
+    assert "<script" not in debug.page(report, pages.Links()).replace("&lt;script", "")

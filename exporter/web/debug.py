@@ -149,7 +149,7 @@ def examine(
         states += [
             (state, summary.items[state]) for state in sorted(summary.items) if state not in KNOWN_STATES
         ]
-        sections = _sections(summary.attention, thresholds, examined.attention, shown)
+        sections = _sections(summary.attention, thresholds, examined.attention, shown, clean)
     else:
         why = result.failures.get(PRIMARY.name)
         failure = f"{why.reason}: {why.message}" if why else "no result"
@@ -162,17 +162,31 @@ def examine(
     for name in sorted({*result.values, *result.failures}):
         why = result.failures.get(name)
         outcomes.append((name, "ok" if why is None else f"failed, {why.reason}: {why.message}"))
+    # The exposition as /probe returns it, but each line made printable: label values carry
+    # upstream metadata, and this page goes to terminals.
+    shown_metrics = "\n".join(clean(line, len(line) + 1) for line in metrics.splitlines())
     return Report(
-        env, heading, states, failure, sections, lines, outcomes, metrics, settings, thresholds.queue_backlog
+        env,
+        heading,
+        states,
+        failure,
+        sections,
+        lines,
+        outcomes,
+        shown_metrics,
+        settings,
+        thresholds.queue_backlog,
     )
 
 
-def _sections(attention: Attention, thresholds: Thresholds, kept: int, shown: int) -> list[Section]:
+def _sections(
+    attention: Attention, thresholds: Thresholds, kept: int, shown: int, clean: Callable[[str, int], str]
+) -> list[Section]:
     out = []
     named = titles(thresholds)
     for kind in ATTENTION_KINDS:
         count = attention.counts[kind]
-        noted = attention.oldest(kind)[:shown]
+        noted = [_cleaned(n, clean) for n in attention.oldest(kind)[:shown]]
         note = ""
         if len(noted) < min(count, shown) and kept < shown:  # a listing in flight kept fewer
             note = f"(the listing joined kept the oldest {kept} of each kind)"
@@ -267,6 +281,17 @@ def page(report: Report, links: pages.Links) -> str:
     rows = "".join(f"<tr><td><code>{e(k)}</code></td><td>{e(v)}</td></tr>" for k, v in report.settings)
     body.append(f'<section id="settings"><h2>Settings</h2><table>{rows}</table></section>')
     return pages.document(f"{env.name}: debug", "".join(body), links)
+
+
+def _cleaned(noted: Noted, clean: Callable[[str, int], str]) -> Noted:
+    """An item's upstream strings as one safe line each: a work id with a newline or a terminal escape
+    in it must not forge lines of the text page, nor reach a terminal that runs curl."""
+    return noted._replace(
+        work_id=clean(noted.work_id, 200),
+        session_id=clean(noted.session_id, 200) if noted.session_id is not None else None,
+        state=clean(noted.state, 100),
+        labels=tuple((clean(key, 100), clean(value, 200)) for key, value in noted.labels),
+    )
 
 
 def _try_line(t: Try, clean: Callable[[str, int], str]) -> str:
