@@ -159,9 +159,13 @@ def test_a_failing_listing_shows_why_on_the_debug_page_and_tries_no_retry_twice(
         )
         fake.answer("/v1/environments/env_a/work/stats", STATS)
         with running_exporter(config(fake)) as exporter:
-            text = httpx.get(
-                f"http://{exporter.address}/probe?environment_id=env_a&debug=true", timeout=30
-            ).text
+            url = f"http://{exporter.address}/probe?environment_id=env_a&debug=true"
+            text = httpx.get(url, timeout=30).text
+            html = httpx.get(url, headers={"Accept": BROWSER_ACCEPT}, timeout=30).text
+    shown = Page(html)
+    assert shown.ids[:2] == ["summary", "log"]  # no item sections: nothing was listed
+    assert "The work listing failed: http_401: HTTP 401 authentication_error: invalid key." in html
+    assert "GET /v1/environments/env_a/work?limit=100 -&gt; 401, " in html
     assert "GET /v1/environments/env_a/work?limit=100 -> 401, " in text
     assert "failed: http_401: HTTP 401 authentication_error: invalid key" in text
     assert "work: failed, http_401: HTTP 401 authentication_error: invalid key" in text
