@@ -69,7 +69,7 @@ def test_post_reload_applies_a_good_config_and_refuses_a_broken_one_whole(tmp_pa
             landing = httpx.get(f"{base}/").text
     assert listed(before) == {"env_a"}
     assert (good.status_code, good.text) == (200, "Reloaded.\n")
-    assert '<p class=failed>The last reload was refused; the config loaded at' in landing  # in red
+    assert "<p class=failed>The last reload was refused; the config loaded at" in landing  # in red
     assert "environments[0].colour: unknown key" in landing
     assert listed(after_good) == {"env_a", "env_b"}
     assert value(samples(after_good), RELOAD_OK) == 1
