@@ -139,8 +139,6 @@ def build(config: Config, lasting: Lasting, shard: Shard) -> Served:
     def connection_pool() -> httpx.AsyncBaseTransport:  # one per environment: a request or two at a time
         return lasting.transport(lasting.upstream_tls)
 
-    lasting.budget.configure(config.api.max_requests_per_second)
-    lasting.exposition.exclude(frozenset(config.metrics.exclude))
     client = UpstreamClient(connection_pool, config.api.max_response_bytes)
     requests = RetryingGet(
         config.api,
@@ -209,6 +207,10 @@ def build(config: Config, lasting: Lasting, shard: Shard) -> Served:
     async def start() -> None:
         await watcher.start()
         await changed()
+        # What this generation sets on what outlives it, once nothing of its start can fail: a
+        # reload refused on the way leaves the running generation's budget and families as they were.
+        lasting.budget.configure(config.api.max_requests_per_second)
+        lasting.exposition.exclude(frozenset(config.metrics.exclude))
         if discovery is not None:
             discovery.start()
         policy.start()

@@ -79,15 +79,30 @@ DASHBOARD_THRESHOLDS: dict[tuple[str, str], list[tuple[str, ...]]] = {
 }
 
 
-def dashboard_template() -> str:
-    """The chart's dashboards ConfigMap template, from grafana/dashboards."""
-    holes: dict[str, str] = {}
+class Holes:
+    """Placeholders for Helm expressions: put into a document where a value goes, before it is
+    dumped (a dumper would quote or escape the expression), and filled in the dumped text."""
 
-    def hole(expression: str) -> str:
-        key = f"@@{len(holes)}@@"
-        holes[key] = expression
+    def __init__(self) -> None:
+        self.expressions: dict[str, str] = {}  # placeholder -> Helm expression
+
+    def __call__(self, expression: str) -> str:
+        key = f"@@{len(self.expressions)}@@"
+        self.expressions[key] = expression
         return key
 
+    def fill(self, text: str, unquote: bool = False) -> str:
+        """`text` with each placeholder replaced; `unquote`: with the quotes around a whole one too."""
+        for key, expression in self.expressions.items():
+            if unquote:
+                text = text.replace(f'"{key}"', expression)
+            text = text.replace(key, expression)
+        return text
+
+
+def dashboard_template() -> str:
+    """The chart's dashboards ConfigMap template, from grafana/dashboards."""
+    hole = Holes()
     entries = []
     for path in sorted(DASHBOARDS.glob("*.json")):
         text = path.read_text()
@@ -120,8 +135,7 @@ def dashboard_template() -> str:
                     panel["description"] = panel["description"].replace(phrase, said)
         body = json.dumps(dashboard, indent=2, ensure_ascii=False) + "\n"
         body = _helm_literal(body)
-        for key, expression in holes.items():
-            body = body.replace(f'"{key}"', expression).replace(key, expression)
+        body = hole.fill(body, unquote=True)  # a JSON number's placeholder was a string
         lines = "".join(f"    {line}" for line in body.splitlines(keepends=True))
         entries.append(f"  {path.name}: |\n{lines}")
     return (
@@ -171,12 +185,7 @@ def _helm_literal(text: str) -> str:
 def rule_template(rules_text: str) -> str:
     """The chart's PrometheusRule template, from the rules file."""
     groups: list[dict[str, Any]] = yaml.safe_load(rules_text)["groups"]
-    holes: dict[str, str] = {}  # placeholder -> Helm expression
-
-    def hole(expression: str) -> str:
-        key = f"@@{len(holes)}@@"
-        holes[key] = expression
-        return key
+    hole = Holes()
 
     for group in groups:
         for rule in group["rules"]:
@@ -221,8 +230,7 @@ def rule_template(rules_text: str) -> str:
                 assert phrases[0] not in rule["annotations"]["description"], (alert, phrases)
     body = yaml.dump({"groups": groups}, Dumper=_Dumper, sort_keys=False, width=10_000, allow_unicode=True)
     body = _helm_literal(body)
-    for key, expression in holes.items():
-        body = body.replace(key, expression)
+    body = hole.fill(body)
     indented = "".join(f"  {line}" if line.strip() else line for line in body.splitlines(keepends=True))
     return (
         f"# Made by scripts/kubernetes.py from {RULES.relative_to(ROOT)}, with each threshold and duration\n"

@@ -271,21 +271,20 @@ class ExporterApp:
         await _reply(send, scope, 200, response.body, [("Content-Type", response.content_type), *extra])
 
     def _landing_page(self, environments: Sequence[Environment]) -> str:
-        shown = environments[:LANDING_PAGE_ENVIRONMENTS]
+        listed = [(env, self.store.summary(env.id)) for env in environments[:LANDING_PAGE_ENVIRONMENTS]]
         families = [
             pages.Family(exposed_name(m), m.type, m.documentation)
             for m in [*self.exposition.families(), *self.registry.collect()]
         ]
         return pages.landing(
-            environments,
-            [self.store.summary(env.id) for env in shown],
+            listed,
+            len(environments) - len(listed),
             KNOWN_STATES,
             families,
             self.reload_state,
             self.clock(),
             self.links,
             demo=self.demo,
-            shown=LANDING_PAGE_ENVIRONMENTS,
         )
 
 

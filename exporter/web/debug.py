@@ -24,7 +24,6 @@ so a debug page can join a listing in flight and still show them; memory stays f
 from __future__ import annotations
 
 import html
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
@@ -137,7 +136,7 @@ def examine(
     """The page's content; at most `shown` items of each kind needing attention. `clean` scrubs
     upstream text (the request ids) of keys and unprintable characters."""
     result = examined.result
-    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(result.finished_at))
+    when = pages.utc(result.finished_at)
     joined = " (joined a listing already in flight)" if examined.joined else ""
     heading = f"listing ended {when}, in {result.duration_seconds:.3f}s{joined}"
     summary = result.values.get(PRIMARY.name)

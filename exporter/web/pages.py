@@ -78,8 +78,8 @@ class Family:
 
 
 def landing(
-    environments: Sequence[Environment],
-    summaries: Sequence[Summary | None],
+    listed: Sequence[tuple[Environment, Summary | None]],
+    more: int,
     states: Sequence[str],
     families: Sequence[Family],
     reload: ReloadState,
@@ -87,20 +87,16 @@ def landing(
     links: Links,
     *,
     demo: bool,
-    shown: int,
 ) -> str:
-    """The landing page: each environment's status, its last listing's age and counts per state, and
-    links to its metrics and debug page; then the metric families. At most `shown` rows."""
+    """The landing page: each environment's status (its latest listing's `Summary`, None before one
+    ends), that listing's age and counts per state, and links to its metrics and debug page; then
+    the metric families. `more`: environments watched but not listed here."""
     e = html.escape
-    rows = "".join(
-        _row(env, summary, states, now, links)
-        for env, summary in zip(environments[:shown], summaries, strict=False)
-    )
-    if len(environments) > shown:
-        more = len(environments) - shown
+    rows = "".join(_row(env, summary, states, now, links) for env, summary in listed)
+    if more:
         rows += f'<tr><td colspan="{len(states) + 5}">and {more} more: see /metrics</td></tr>'
     demo_note = " <strong>Demo mode</strong>: a built-in simulated API." if demo else ""
-    when = _utc(reload.last_success_timestamp) if reload.last_success_timestamp else "never"
+    when = utc(reload.last_success_timestamp) if reload.last_success_timestamp else "never"
     config = (
         f"<p>Config: loaded at {when}.</p>"
         if reload.successful
@@ -146,7 +142,7 @@ def _row(env: Environment, summary: Summary | None, states: Sequence[str], now: 
         reasons = f" ({e(', '.join(summary.reasons))})" if summary.reasons else ""
         status = (
             f'<td class="status {kind}">{word}{reasons}</td>'
-            f'<td><time datetime="{_utc(summary.finished_at)}" title="{_utc(summary.finished_at)}">'
+            f'<td><time datetime="{utc(summary.finished_at)}" title="{utc(summary.finished_at)}">'
             f"{_ago(now - summary.finished_at)}</time></td>"
         )
         known = summary.items or {}
@@ -168,5 +164,6 @@ def _ago(seconds: float) -> str:
     return f"{seconds / 3600:.0f} h ago"
 
 
-def _utc(unix: float) -> str:
+def utc(unix: float) -> str:
+    """An instant as the pages write it: `2026-12-06T08:20:17Z`."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix))
