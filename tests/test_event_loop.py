@@ -79,7 +79,12 @@ def test_twenty_thousand_environments_without_keys_never_hold_the_event_loop(tmp
     slow = [line for line in text.splitlines() if "Executing" in line and SLOW_STEP in line]
     assert slow == [], slow[:5]
     assert max(durations) < 10, durations  # inside the deadline Prometheus gave
-    assert len(health) > 10 and max(health) < 0.1, (len(health), max(health))
+    # Each step of the exporter's event loop is held to 100 ms by asyncio's own slow-callback log
+    # (above). From outside, through the test's threads and the OS, /-/healthy must never wait for
+    # a scrape: the slowest answer is under a quarter of the quickest scrape, both timed in this
+    # run. A fixed 100 ms here failed 2 of 4 runs beside another test suite on 2 cores (105 and
+    # 143 ms, with scrapes of about a second), while the loop itself never held a step that long.
+    assert len(health) > 10 and max(health) < min(durations) / 4, (len(health), max(health), durations)
     failed = [line for line in text.splitlines() if 'msg="listing work failed"' in line]
     assert len(failed) == ENVIRONMENTS  # one line each, for the change to no_credentials; none per scrape
     assert "listing stats failed" not in text  # the same cause is not logged twice
